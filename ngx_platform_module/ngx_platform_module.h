@@ -1,0 +1,50 @@
+
+/*
+ * ngx_platform_module: shared types and the main configuration.
+ */
+
+
+#ifndef _NGX_PLATFORM_MODULE_H_INCLUDED_
+#define _NGX_PLATFORM_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+typedef struct ngx_platform_pg_upstream_s  ngx_platform_pg_upstream_t;
+typedef struct ngx_platform_pg_stats_s     ngx_platform_pg_stats_t;
+
+
+typedef struct {
+    ngx_array_t                 upstreams;    /* ngx_platform_pg_upstream_t * */
+    ngx_array_t                 statements;   /* ngx_str_t, SQL text */
+    ngx_shm_zone_t             *stats_zone;
+} ngx_platform_main_conf_t;
+
+
+/* per-worker slots in the statistics zone; workers beyond it keep local ones */
+#define NGX_PLATFORM_STATS_WORKERS  256
+
+
+ngx_platform_pg_upstream_t *ngx_platform_pg_upstream_find(ngx_conf_t *cf,
+    ngx_str_t *name);
+ngx_int_t ngx_platform_statement_add(ngx_conf_t *cf, ngx_str_t *sql);
+
+/* errors: SQLSTATE mapping and JSON error responses */
+ngx_uint_t ngx_platform_sqlstate_status(const char *sqlstate);
+ngx_uint_t ngx_platform_error_class(const char *sqlstate);
+extern const char  *ngx_platform_error_classes[];
+ngx_int_t ngx_platform_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message);
+ngx_int_t ngx_platform_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_buf_t *b);
+
+
+extern ngx_module_t  ngx_platform_module;
+extern ngx_module_t  ngx_platform_query_module;
+extern ngx_module_t  ngx_platform_status_module;
+
+
+#endif /* _NGX_PLATFORM_MODULE_H_INCLUDED_ */
