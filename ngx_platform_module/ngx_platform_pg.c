@@ -849,10 +849,9 @@ ngx_platform_pg_finish(ngx_platform_pg_pool_t *pool,
         st->errors[cls]++;
     }
 
-    q->handler(q);
+    /* the handler owns q->res; q itself may be gone when it returns */
 
-    PQclear(q->res);
-    q->res = NULL;
+    q->handler(q);
 }
 
 
@@ -1039,10 +1038,13 @@ ngx_platform_pg_send(ngx_platform_pg_conn_t *pc, ngx_platform_pg_query_t *q)
     }
 
     if (ngx_platform_pg_flush(pc) != NGX_OK) {
-        /* reports this query too, after it was linked */
+        /* the caller hears of this query from our return value */
+        job->query = NULL;
+        q->job = NULL;
+
         ngx_platform_pg_fail(pc, NGX_HTTP_SERVICE_UNAVAILABLE,
                              "could not send");
-        return NGX_OK;
+        return NGX_DECLINED;
     }
 
     ngx_platform_pg_gauges(pool);

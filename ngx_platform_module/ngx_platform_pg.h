@@ -66,7 +66,9 @@ struct ngx_platform_pg_stats_s {
 
 /*
  * A query as the caller sees it: lives in the caller's memory (a request
- * pool); the handler is called exactly once unless the query is aborted.
+ * pool).  Unless ngx_platform_pg_query() answers NGX_ERROR (status set) or
+ * the query is aborted, the handler is called exactly once, never from
+ * within ngx_platform_pg_query(); it owns res and must PQclear() it.
  */
 struct ngx_platform_pg_query_s {
     ngx_platform_pg_upstream_t *upstream;

@@ -520,12 +520,29 @@ ngx_platform_query_done(ngx_platform_pg_query_t *q)
 {
     ngx_int_t                  rc;
     ngx_connection_t          *c;
+    ngx_pool_cleanup_t        *cln;
     ngx_http_request_t        *r;
     ngx_platform_query_ctx_t  *ctx;
 
     ctx = q->data;
     r = ctx->request;
     c = r->connection;
+
+    /* the result lives as long as the request: the body is sent from it */
+
+    if (q->res) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            PQclear(q->res);
+            q->res = NULL;
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            ngx_http_run_posted_requests(c);
+            return;
+        }
+
+        cln->handler = ngx_platform_query_free_result;
+        cln->data = q->res;
+    }
 
     rc = ngx_platform_query_respond(r, q);
 
@@ -542,7 +559,6 @@ ngx_platform_query_respond(ngx_http_request_t *r, ngx_platform_pg_query_t *q)
     ngx_int_t            status;
     ngx_buf_t           *b;
     const char          *code;
-    ngx_pool_cleanup_t  *cln;
 
     res = q->res;
 
@@ -616,16 +632,10 @@ ngx_platform_query_respond(ngx_http_request_t *r, ngx_platform_pg_query_t *q)
 
     /* the body is sent from the result itself, freed with the request */
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
     b = ngx_calloc_buf(r->pool);
-
-    if (cln == NULL || b == NULL) {
+    if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    cln->handler = ngx_platform_query_free_result;
-    cln->data = res;
-    q->res = NULL;
 
     b->pos = (u_char *) PQgetvalue(res, 0, 0);
     b->last = b->pos + PQgetlength(res, 0, 0);
