@@ -227,7 +227,8 @@ ngx_platform_postconfiguration(ngx_conf_t *cf)
     size = NGX_PLATFORM_STATS_WORKERS * pmcf->upstreams.nelts
            * sizeof(ngx_platform_pg_stats_t);
 
-    size = ngx_align(size, ngx_pagesize) + ngx_pagesize;
+    /* room for the slab allocator's own bookkeeping */
+    size = ngx_align(size, ngx_pagesize) + 8 * ngx_pagesize;
 
     pmcf->stats_zone = ngx_shared_memory_add(cf, &name, size,
                                              &ngx_platform_module);
@@ -245,11 +246,37 @@ ngx_platform_postconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_platform_init_stats_zone(ngx_shm_zone_t *zone, void *data)
 {
-    /* each worker resets its own slots when it starts */
+    ngx_platform_main_conf_t  *opmcf = data;
 
-    if (data == NULL) {
-        ngx_memzero(zone->shm.addr, zone->shm.size);
+    size_t                     size;
+    ngx_slab_pool_t           *shpool;
+    ngx_platform_main_conf_t  *pmcf;
+
+    pmcf = zone->data;
+
+    /* a zone kept over a reload has the same size, so the same layout */
+
+    if (opmcf) {
+        pmcf->stats = opmcf->stats;
+        return NGX_OK;
     }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    if (zone->shm.exists) {
+        pmcf->stats = shpool->data;
+        return NGX_OK;
+    }
+
+    size = NGX_PLATFORM_STATS_WORKERS * pmcf->upstreams.nelts
+           * sizeof(ngx_platform_pg_stats_t);
+
+    pmcf->stats = ngx_slab_calloc(shpool, size);
+    if (pmcf->stats == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = pmcf->stats;
 
     return NGX_OK;
 }
@@ -274,8 +301,7 @@ ngx_platform_init_process(ngx_cycle_t *cycle)
     for (i = 0; i < pmcf->upstreams.nelts; i++) {
 
         if (ngx_worker < NGX_PLATFORM_STATS_WORKERS) {
-            stats = (ngx_platform_pg_stats_t *) pmcf->stats_zone->shm.addr
-                    + ngx_worker * pmcf->upstreams.nelts + i;
+            stats = pmcf->stats + ngx_worker * pmcf->upstreams.nelts + i;
 
             ngx_memzero(stats, sizeof(ngx_platform_pg_stats_t));
 

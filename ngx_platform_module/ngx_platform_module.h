@@ -21,6 +21,7 @@ typedef struct {
     ngx_array_t                 upstreams;    /* ngx_platform_pg_upstream_t * */
     ngx_array_t                 statements;   /* ngx_str_t, SQL text */
     ngx_shm_zone_t             *stats_zone;
+    ngx_platform_pg_stats_t    *stats;        /* in stats_zone */
 } ngx_platform_main_conf_t;
 
 

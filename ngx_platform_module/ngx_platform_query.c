@@ -39,8 +39,10 @@ typedef struct {
     ngx_platform_pg_upstream_t  *upstream;
     size_t                       body_max_size;
     ngx_array_t                 *body_types; /* ngx_str_t */
-    u_char                      *file;
+    u_char                      *file;       /* of platform_query */
     ngx_uint_t                   line;
+    u_char                      *pg_file;    /* of platform_pg_pass */
+    ngx_uint_t                   pg_line;
 } ngx_platform_query_loc_conf_t;
 
 
@@ -83,6 +85,8 @@ static char *ngx_platform_query(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_platform_query_parse(ngx_conf_t *cf,
     ngx_platform_query_call_t *call, ngx_str_t *text);
 static char *ngx_platform_pg_pass(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_platform_body_types(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static u_char *ngx_platform_query_ident(u_char *p, u_char *last);
 
@@ -128,9 +132,9 @@ static ngx_command_t  ngx_platform_query_commands[] = {
 
     { ngx_string("platform_body_types"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
-      ngx_conf_set_str_array_slot,
+      ngx_platform_body_types,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_platform_query_loc_conf_t, body_types),
+      0,
       NULL },
 
       ngx_null_command
@@ -272,7 +276,10 @@ ngx_platform_query_body_handler(ngx_http_request_t *r)
 
     rc = ngx_platform_query_gather_body(r, ctx, qlcf);
 
-    if (rc == NGX_OK) {
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        rc = ngx_platform_send_error(r, rc, "body_too_large", NULL);
+
+    } else if (rc == NGX_OK) {
         rc = ngx_platform_query_start(r, ctx);
 
         if (rc == NGX_DONE) {
@@ -372,8 +379,8 @@ ngx_platform_query_gather_body(ngx_http_request_t *r,
     }
 
     if (len > (off_t) qlcf->body_max_size) {
-        return ngx_platform_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                       "body_too_large", NULL);
+        /* a chunked body: its size was not known before it was read */
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
     }
 
     if (len == 0) {
@@ -855,8 +862,8 @@ ngx_platform_query_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->pg_name.data == NULL) {
         conf->pg_name = prev->pg_name;
-        conf->file = prev->file;
-        conf->line = prev->line;
+        conf->pg_file = prev->pg_file;
+        conf->pg_line = prev->pg_line;
     }
 
     if (conf->pg_name.data) {
@@ -865,8 +872,8 @@ ngx_platform_query_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         if (conf->upstream == NULL) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "platform_pg_pass: no platform_pg block named "
-                          "\"%V\" in %s:%ui", &conf->pg_name, conf->file,
-                          conf->line);
+                          "\"%V\" in %s:%ui", &conf->pg_name,
+                          conf->pg_file, conf->pg_line);
             return NGX_CONF_ERROR;
         }
     }
@@ -900,8 +907,49 @@ ngx_platform_pg_pass(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     qlcf->pg_name = value[1];
-    qlcf->file = cf->conf_file->file.name.data;
-    qlcf->line = cf->conf_file->line;
+    qlcf->pg_file = cf->conf_file->file.name.data;
+    qlcf->pg_line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_platform_body_types(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_platform_query_loc_conf_t  *qlcf = conf;
+
+    ngx_str_t   *value, *type;
+    ngx_uint_t   i;
+
+    if (qlcf->body_types != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    qlcf->body_types = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                        sizeof(ngx_str_t));
+    if (qlcf->body_types == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (ngx_strlchr(value[i].data, value[i].data + value[i].len, ';')) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid type \"%V\" in "
+                               "\"platform_body_types\": write it without "
+                               "parameters", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        type = ngx_array_push(qlcf->body_types);
+        if (type == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *type = value[i];
+    }
 
     return NGX_CONF_OK;
 }

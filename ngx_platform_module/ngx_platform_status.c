@@ -142,15 +142,14 @@ ngx_platform_status_sum(ngx_platform_main_conf_t *pmcf, ngx_uint_t index,
 
     ngx_memzero(sum, sizeof(ngx_platform_pg_stats_t));
 
-    if (pmcf->stats_zone == NULL || pmcf->stats_zone->shm.addr == NULL) {
+    if (pmcf->stats == NULL) {
         return;
     }
 
     n = sizeof(ngx_platform_pg_stats_t) / sizeof(uint64_t);
 
     for (w = 0; w < NGX_PLATFORM_STATS_WORKERS; w++) {
-        st = (ngx_platform_pg_stats_t *) pmcf->stats_zone->shm.addr
-             + w * pmcf->upstreams.nelts + index;
+        st = pmcf->stats + w * pmcf->upstreams.nelts + index;
 
         d = (uint64_t *) sum;
         s = (uint64_t *) st;
