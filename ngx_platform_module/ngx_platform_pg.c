@@ -951,9 +951,11 @@ ngx_platform_pg_abort(ngx_platform_pg_query_t *q)
 {
     ngx_platform_pg_pool_t  *pool;
 
-    pool = q->upstream->pool;
+    /* also called for a query that was never started */
 
     if (q->queued) {
+        pool = q->upstream->pool;
+
         ngx_queue_remove(&q->queue);
         q->queued = 0;
 
