@@ -1642,9 +1642,10 @@ ngx_platform_pg_conf_done(ngx_conf_t *cf, ngx_platform_pg_upstream_t *up)
 dns:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "platform_pg \"%V\": host \"%s\" is a name; use a "
-                       "socket directory or a numeric address (or hostaddr=) "
-                       "so that workers never resolve names",
+                       "invalid \"server\" in platform_pg \"%V\": host "
+                       "\"%s\" is a name; use a socket directory or a numeric "
+                       "address (or hostaddr=) so that workers never resolve "
+                       "names",
                        &up->name, host);
 
 failed:

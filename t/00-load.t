@@ -131,7 +131,7 @@ EOF
         location = /x { platform_query GET api.health(; }
     }
 EOF
-    [ 'conninfo with a DNS name', 'platform_pg|server', <<'EOF' ],
+    [ 'conninfo with a DNS name', '"server".*is a name', <<'EOF' ],
     platform_pg main {
         server "host=db.example.com dbname=platform user=platform_app";
     }
