@@ -187,7 +187,7 @@ ngx_platform_send_pg_error(ngx_http_request_t *r, PGresult *res)
 
     b->last = ngx_cpymem(p, "}}", 2);
 
-    return ngx_platform_send_json(r, status, b);
+    return ngx_platform_send_body(r, status, b);
 }
 
 
@@ -261,14 +261,14 @@ ngx_platform_send_error(ngx_http_request_t *r, ngx_uint_t status,
         ngx_str_set(&h->value, "1");
     }
 
-    return ngx_platform_send_json(r, status, b);
+    return ngx_platform_send_body(r, status, b);
 }
 
 
-/* send a complete JSON body with its status */
+/* send b as the whole body; Content-Type is JSON unless already set */
 
 ngx_int_t
-ngx_platform_send_json(ngx_http_request_t *r, ngx_uint_t status,
+ngx_platform_send_body(ngx_http_request_t *r, ngx_uint_t status,
     ngx_buf_t *b)
 {
     ngx_int_t    rc;

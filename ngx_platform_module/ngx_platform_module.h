@@ -39,7 +39,7 @@ ngx_uint_t ngx_platform_error_class(const char *sqlstate);
 extern const char  *ngx_platform_error_classes[];
 ngx_int_t ngx_platform_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
-ngx_int_t ngx_platform_send_json(ngx_http_request_t *r, ngx_uint_t status,
+ngx_int_t ngx_platform_send_body(ngx_http_request_t *r, ngx_uint_t status,
     ngx_buf_t *b);
 
 

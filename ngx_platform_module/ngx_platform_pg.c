@@ -92,6 +92,8 @@ static ngx_platform_pg_conn_t *ngx_platform_pg_pick(
 static ngx_uint_t ngx_platform_pg_alive(ngx_platform_pg_pool_t *pool);
 static void ngx_platform_pg_dispatch(ngx_platform_pg_pool_t *pool);
 static void ngx_platform_pg_reject_waiters(ngx_platform_pg_pool_t *pool);
+static void ngx_platform_pg_unqueue(ngx_platform_pg_pool_t *pool,
+    ngx_platform_pg_query_t *q);
 static void ngx_platform_pg_finish(ngx_platform_pg_pool_t *pool,
     ngx_platform_pg_query_t *q);
 static void ngx_platform_pg_gauges(ngx_platform_pg_pool_t *pool);
@@ -653,9 +655,7 @@ ngx_platform_pg_wait_handler(ngx_event_t *ev)
     q = ev->data;
     pool = q->upstream->pool;
 
-    ngx_queue_remove(&q->queue);
-    q->queued = 0;
-    pool->nwaiting--;
+    ngx_platform_pg_unqueue(pool, q);
     pool->stats->rejected_timeout++;
 
     q->status = NGX_HTTP_SERVICE_UNAVAILABLE;
@@ -956,15 +956,9 @@ ngx_platform_pg_abort(ngx_platform_pg_query_t *q)
     if (q->queued) {
         pool = q->upstream->pool;
 
-        ngx_queue_remove(&q->queue);
-        q->queued = 0;
-
-        if (q->wait.timer_set) {
-            ngx_del_timer(&q->wait);
-        }
+        ngx_platform_pg_unqueue(pool, q);
 
         if (pool) {
-            pool->nwaiting--;
             ngx_platform_pg_gauges(pool);
         }
     }
@@ -1149,13 +1143,7 @@ ngx_platform_pg_dispatch(ngx_platform_pg_pool_t *pool)
         lq = ngx_queue_head(&pool->waiters);
         q = ngx_queue_data(lq, ngx_platform_pg_query_t, queue);
 
-        ngx_queue_remove(lq);
-        q->queued = 0;
-        pool->nwaiting--;
-
-        if (q->wait.timer_set) {
-            ngx_del_timer(&q->wait);
-        }
+        ngx_platform_pg_unqueue(pool, q);
 
         if (ngx_platform_pg_send(pc, q) != NGX_OK) {
 
@@ -1188,20 +1176,33 @@ ngx_platform_pg_reject_waiters(ngx_platform_pg_pool_t *pool)
         lq = ngx_queue_head(&pool->waiters);
         q = ngx_queue_data(lq, ngx_platform_pg_query_t, queue);
 
-        ngx_queue_remove(lq);
-        q->queued = 0;
-        pool->nwaiting--;
+        ngx_platform_pg_unqueue(pool, q);
         pool->stats->rejected_down++;
-
-        if (q->wait.timer_set) {
-            ngx_del_timer(&q->wait);
-        }
 
         q->status = NGX_HTTP_SERVICE_UNAVAILABLE;
         q->reason = "database unavailable";
 
         ngx_platform_pg_gauges(pool);
         ngx_platform_pg_finish(pool, q);
+    }
+}
+
+
+/* take a query off the wait queue; pool is NULL after the worker's exit */
+
+static void
+ngx_platform_pg_unqueue(ngx_platform_pg_pool_t *pool,
+    ngx_platform_pg_query_t *q)
+{
+    ngx_queue_remove(&q->queue);
+    q->queued = 0;
+
+    if (q->wait.timer_set) {
+        ngx_del_timer(&q->wait);
+    }
+
+    if (pool) {
+        pool->nwaiting--;
     }
 }
 

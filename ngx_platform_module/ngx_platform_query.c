@@ -653,7 +653,7 @@ ngx_platform_query_respond(ngx_http_request_t *r, ngx_platform_pg_query_t *q)
         b->last = b->pos;
     }
 
-    return ngx_platform_send_json(r, status, b);
+    return ngx_platform_send_body(r, status, b);
 }
 
 

@@ -73,7 +73,6 @@ ngx_platform_status_handler(ngx_http_request_t *r)
     ngx_int_t                     rc;
     ngx_buf_t                    *b;
     ngx_uint_t                    i;
-    ngx_chain_t                   out;
     ngx_platform_pg_stats_t       sum;
     ngx_platform_main_conf_t     *pmcf;
     ngx_platform_pg_upstream_t  **upp;
@@ -111,24 +110,11 @@ ngx_platform_status_handler(ngx_http_request_t *r)
     }
 
     b->last = p;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
     ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_platform_send_body(r, NGX_HTTP_OK, b);
 }
 
 
