@@ -46,6 +46,8 @@ ngx_int_t ngx_platform_send_body(ngx_http_request_t *r, ngx_uint_t status,
 extern ngx_module_t  ngx_platform_module;
 extern ngx_module_t  ngx_platform_query_module;
 extern ngx_module_t  ngx_platform_status_module;
+extern ngx_module_t  ngx_platform_auth_module;
+extern ngx_module_t  ngx_platform_jobs_module;
 
 
 #endif /* _NGX_PLATFORM_MODULE_H_INCLUDED_ */
