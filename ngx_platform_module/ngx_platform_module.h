@@ -43,6 +43,11 @@ ngx_int_t ngx_platform_send_body(ngx_http_request_t *r, ngx_uint_t status,
     ngx_buf_t *b);
 
 
+/* sessions: seal claims set by SQL into a cookie, or end sessions */
+ngx_int_t ngx_platform_session_respond(ngx_http_request_t *r, u_char *data,
+    size_t len);
+
+
 extern ngx_module_t  ngx_platform_module;
 extern ngx_module_t  ngx_platform_query_module;
 extern ngx_module_t  ngx_platform_status_module;

@@ -5,7 +5,8 @@
  * The directive is turned into one statement at configuration time:
  *
  *   SELECT r.b::text, current_setting('response.status', true),
- *          current_setting('response.headers', true)
+ *          current_setting('response.headers', true),
+ *          current_setting('response.session', true)
  *     FROM schema.function($1, name => $2::type) AS r(b)
  *
  * prepared once per connection.  Arguments are nginx complex values sent as
@@ -18,6 +19,11 @@
 #include "ngx_platform_module.h"
 #include "ngx_platform_pg.h"
 
+
+#define NGX_PLATFORM_QUERY_SELECT                                             \
+    "SELECT r.b::text, current_setting('response.status', true), "           \
+    "current_setting('response.headers', true), "                            \
+    "current_setting('response.session', true) FROM "
 
 #define ngx_platform_alpha(c)                                                 \
     (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') || (c) == '_')
@@ -593,7 +599,7 @@ ngx_platform_query_respond(ngx_http_request_t *r, ngx_platform_pg_query_t *q)
         return ngx_platform_send_pg_error(r, res);
     }
 
-    if (PQntuples(res) != 1 || PQnfields(res) != 3) {
+    if (PQntuples(res) != 1 || PQnfields(res) != 4) {
         if (PQntuples(res) == 0) {
             return ngx_platform_send_error(r, NGX_HTTP_NOT_FOUND,
                                            "not_found", NULL);
@@ -625,6 +631,16 @@ ngx_platform_query_respond(ngx_http_request_t *r, ngx_platform_pg_query_t *q)
     if (!PQgetisnull(res, 0, 2) && PQgetlength(res, 0, 2) > 0) {
         if (ngx_platform_query_headers(r, (u_char *) PQgetvalue(res, 0, 2),
                                        PQgetlength(res, 0, 2))
+            != NGX_OK)
+        {
+            return ngx_platform_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                           "internal", NULL);
+        }
+    }
+
+    if (!PQgetisnull(res, 0, 3) && PQgetlength(res, 0, 3) > 0) {
+        if (ngx_platform_session_respond(r, (u_char *) PQgetvalue(res, 0, 3),
+                                         PQgetlength(res, 0, 3))
             != NGX_OK)
         {
             return ngx_platform_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
@@ -1113,8 +1129,7 @@ ngx_platform_query_parse(ngx_conf_t *cf, ngx_platform_query_call_t *call,
         return NGX_CONF_ERROR;
     }
 
-    max = sizeof("SELECT r.b::text, current_setting('response.status', true),"
-                 " current_setting('response.headers', true) FROM ") - 1
+    max = sizeof(NGX_PLATFORM_QUERY_SELECT) - 1
           + (fn_end - fn) + (close - open) * 2 + 64 + sizeof(") AS r(b)");
 
     sql = ngx_pnalloc(cf->pool, max);
@@ -1122,11 +1137,8 @@ ngx_platform_query_parse(ngx_conf_t *cf, ngx_platform_query_call_t *call,
         return NGX_CONF_ERROR;
     }
 
-    q = ngx_cpymem(sql, "SELECT r.b::text, current_setting('response.status',"
-                   " true), current_setting('response.headers', true) FROM ",
-                   sizeof("SELECT r.b::text, current_setting('response."
-                          "status', true), current_setting('response."
-                          "headers', true) FROM ") - 1);
+    q = ngx_cpymem(sql, NGX_PLATFORM_QUERY_SELECT,
+                   sizeof(NGX_PLATFORM_QUERY_SELECT) - 1);
     q = ngx_cpymem(q, fn, fn_end - fn);
     *q++ = '(';
 
