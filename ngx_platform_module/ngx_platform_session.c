@@ -658,9 +658,16 @@ ngx_platform_session_open(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (cl->expires <= ngx_time()
-        || cl->expires > ngx_time() + amcf->max_age)
-    {
+    if (cl->expires <= ngx_time()) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "platform_auth: session of user %uL expired", cl->user);
+        return NGX_DECLINED;
+    }
+
+    if (cl->expires > ngx_time() + amcf->max_age) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "platform_auth: session of user %uL claims more than "
+                      "platform_session_max_age", cl->user);
         return NGX_DECLINED;
     }
 
@@ -811,6 +818,17 @@ ngx_platform_session_respond(ngx_http_request_t *r, u_char *data, size_t len)
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "platform_query: invalid response.session \"%*s\"",
                       len, data);
+        return NGX_ERROR;
+    }
+
+    /* a cookie we would refuse ourselves is not worth sending */
+
+    if (cl.expires > ngx_time() + amcf->max_age) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "platform_query: the session the function started "
+                      "lasts longer than platform_session_max_age (%T s); "
+                      "shorten it in SQL or raise the directive",
+                      amcf->max_age);
         return NGX_ERROR;
     }
 

@@ -207,10 +207,12 @@ is(as($short, '/any')->{status}, 200, 'short session valid at first');
 sleep 3;
 is(as($short, '/any')->{status}, 401, 'expired session: 401');
 
-# longer than platform_session_max_age (30 d by default)
-(undef, $sc) = issue(claims(x => time + 40 * 86400));
-is(as(cookie_of($sc), '/any')->{status}, 401,
-   'session longer than max_age: 401');
+# longer than platform_session_max_age (30 d by default): not issued
+($r, $sc) = issue(claims(x => time + 40 * 86400));
+is($r->{status}, 500, 'session longer than max_age: not issued');
+is($sc, '', 'no cookie for it');
+like($t->error_log, qr/longer than platform_session_max_age/,
+     'the error log says why');
 
 # invalid claims from SQL are a server error, not a cookie
 ($r, $sc) = issue('u=abc;e=0');
