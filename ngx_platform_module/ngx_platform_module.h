@@ -41,6 +41,8 @@ ngx_int_t ngx_platform_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
 ngx_int_t ngx_platform_send_body(ngx_http_request_t *r, ngx_uint_t status,
     ngx_buf_t *b);
+u_char *ngx_platform_jobs_status(ngx_http_request_t *r, u_char *p,
+    u_char *last);
 
 
 /* sessions: seal claims set by SQL into a cookie, or end sessions */

@@ -10,6 +10,7 @@
 
 
 #define NGX_PLATFORM_STATUS_POOL_SIZE  8192
+#define NGX_PLATFORM_STATUS_JOBS_SIZE  4096
 
 
 static ngx_int_t ngx_platform_status_handler(ngx_http_request_t *r);
@@ -91,7 +92,7 @@ ngx_platform_status_handler(ngx_http_request_t *r)
 
     /* the pool's name is written in each of about 40 lines */
 
-    len = 64;
+    len = 64 + NGX_PLATFORM_STATUS_JOBS_SIZE;
 
     for (i = 0; i < pmcf->upstreams.nelts; i++) {
         len += NGX_PLATFORM_STATUS_POOL_SIZE + 64 * upp[i]->name.len;
@@ -108,6 +109,8 @@ ngx_platform_status_handler(ngx_http_request_t *r)
         ngx_platform_status_sum(pmcf, i, &sum);
         p = ngx_platform_status_pool(p, upp[i], &sum);
     }
+
+    p = ngx_platform_jobs_status(r, p, b->end);
 
     b->last = p;
 

@@ -893,4 +893,218 @@ sub _tail {
     return join("\n", @l);
 }
 
+# ---------------------------------------------------------------- sinks
+#
+# Receivers for what the jobs runner sends (t/lib/smtp_sink.py, Debian's
+# python3-aiosmtpd; t/lib/http_sink.py), each in its own process on
+# 127.0.0.1, writing what it receives to a directory below testdir:
+#
+#   my $smtp = $t->smtp_sink(delay => 0.1, auth => 'user:pass',
+#                            tls => 'starttls' | 'implicit');
+#   my $http = $t->http_sink(secret => 'whsec...', delay => 0, tls => 1);
+#   my ($crt, $key) = $t->test_certificate;   self-signed for 127.0.0.1
+#                           (what tls => uses; trust $crt to verify)
+#   $smtp->port, $smtp->dir
+#   $smtp->messages         raw messages (CRLF), in order of arrival
+#   $smtp->envelopes        [{mail_from, rcpt_tos, received, auth, tls}, ...]
+#   $smtp->reply('451 4.3.0 busy'), $smtp->reply(undef)   end-of-DATA reply
+#   $http->requests         [{method, path, headers => [[k, v]...], body,
+#                             received, verified, status}, ...]
+#   $http->status(500), $http->status(undef)
+#   $x->count, $x->wait_count(N, SECONDS)   (returns the count reached)
+#   $x->stop, $x->start     stop it, start it again on the same port
+#
+# Sinks are stopped when the object goes away and at exit.
+
+sub smtp_sink {
+    my ($self, %o) = @_;
+    return Test::Platform::Sink->_new($self, 'smtp', %o);
+}
+
+sub http_sink {
+    my ($self, %o) = @_;
+    return Test::Platform::Sink->_new($self, 'http', %o);
+}
+
+sub test_certificate {
+    my ($self) = @_;
+
+    my $crt = "$self->{testdir}/test-cert.pem";
+    my $key = "$self->{testdir}/test-key.pem";
+
+    return ($crt, $key) if -f $crt && -f $key;
+
+    my ($rc, $out, $err) = $self->_capture(
+        ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+         '-keyout', $key, '-out', $crt, '-days', '2', '-subj', '/CN=127.0.0.1',
+         '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost']);
+    die "openssl req failed ($rc): $out$err\n" if $rc != 0;
+
+    return ($crt, $key);
+}
+
+package Test::Platform::Sink;
+
+use File::Temp ();
+use IO::Socket::INET ();
+use POSIX ();
+use Scalar::Util ();
+use Time::HiRes ();
+
+my @SINKS;
+
+sub _new {
+    my ($class, $t, $kind, %o) = @_;
+
+    my $self = bless {
+        kind  => $kind,
+        owner => $$,
+        port  => $o{port} || Test::Platform::_free_port(),
+        dir   => File::Temp::tempdir("$kind-sink-XXXXXX",
+                                     DIR => $t->testdir),
+        script => $t->root . "/t/lib/${kind}_sink.py",
+        args  => [],
+    }, $class;
+
+    push @{$self->{args}}, '--delay', $o{delay} if $o{delay};
+    push @{$self->{args}}, '--auth', $o{auth} if defined $o{auth};
+    push @{$self->{args}}, '--secret', $o{secret} if defined $o{secret};
+
+    if ($o{tls}) {
+        my ($crt, $key) = $t->test_certificate;
+        push @{$self->{args}}, '--tls-cert', $crt, '--tls-key', $key;
+        push @{$self->{args}}, '--tls', $o{tls} if $kind eq 'smtp';
+    }
+
+    push @SINKS, $self;
+    Scalar::Util::weaken($SINKS[-1]);
+
+    return $self->start;
+}
+
+sub port { $_[0]{port} }
+sub dir  { $_[0]{dir} }
+
+sub start {
+    my ($self) = @_;
+
+    die "$self->{kind} sink is running\n" if $self->{pid};
+
+    my $log = "$self->{dir}/.log";
+    my $pid = fork // die "fork: $!\n";
+
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', $log or POSIX::_exit(127);
+        open STDERR, '>&', \*STDOUT or POSIX::_exit(127);
+        exec '/usr/bin/python3', $self->{script}, '--port', $self->{port},
+             '--dir', $self->{dir}, @{$self->{args}}
+            or POSIX::_exit(127);
+    }
+
+    $self->{pid} = $pid;
+
+    my $deadline = Time::HiRes::time() + 10;
+    while (Time::HiRes::time() < $deadline) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $self->{port},
+                                      Proto => 'tcp');
+        if ($s) {
+            close $s;
+            return $self;
+        }
+        if (waitpid($pid, POSIX::WNOHANG()) == $pid) {
+            delete $self->{pid};
+            last;
+        }
+        Time::HiRes::sleep(0.05);
+    }
+
+    my $out = Test::Platform::_slurp($log) // '';
+    $self->stop;
+    die "$self->{kind} sink did not start on port $self->{port}:\n$out\n";
+}
+
+sub stop {
+    my ($self) = @_;
+
+    my $pid = delete $self->{pid} or return $self;
+    return $self if $self->{owner} != $$;
+
+    kill 'TERM', $pid;
+    my $deadline = Time::HiRes::time() + 5;
+    while (Time::HiRes::time() < $deadline) {
+        return $self if waitpid($pid, POSIX::WNOHANG()) == $pid;
+        Time::HiRes::sleep(0.02);
+    }
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+    return $self;
+}
+
+sub _files {
+    my ($self, $ext) = @_;
+    opendir(my $dh, $self->{dir}) or return ();
+    my @f = sort grep { /^\d+-\d+\.\Q$ext\E$/ } readdir $dh;
+    closedir $dh;
+    return map { "$self->{dir}/$_" } @f;
+}
+
+sub _json {
+    my ($file) = @_;
+    require JSON::PP;
+    return JSON::PP->new->utf8->decode(Test::Platform::_slurp($file));
+}
+
+sub count { scalar(my @f = $_[0]->_files('json')) }
+
+sub wait_count {
+    my ($self, $n, $secs) = @_;
+    my $deadline = Time::HiRes::time() + ($secs // 10);
+    my $c;
+    while (($c = $self->count) < $n && Time::HiRes::time() < $deadline) {
+        Time::HiRes::sleep(0.05);
+    }
+    return $c;
+}
+
+sub messages {
+    my ($self) = @_;
+    return map { Test::Platform::_slurp($_) } $self->_files('eml');
+}
+
+sub envelopes {
+    my ($self) = @_;
+    return map { _json($_) } $self->_files('json');
+}
+
+sub requests {
+    my ($self) = @_;
+    return map { _json($_) } $self->_files('json');
+}
+
+sub _control {
+    my ($self, $name, $value) = @_;
+    my $f = "$self->{dir}/$name";
+    if (defined $value) {
+        Test::Platform::_write_file("$f.tmp", "$value\n");
+        rename "$f.tmp", $f or die "rename $f: $!\n";
+    } else {
+        unlink $f;
+    }
+    return $self;
+}
+
+sub reply  { $_[0]->_control('.reply', $_[1]) }
+sub status { $_[0]->_control('.status', $_[1]) }
+
+sub DESTROY { local ($., $@, $!, $^E, $?); $_[0]->stop }
+
+END {
+    local $?;
+    $_ && $_->stop for @SINKS;
+}
+
+package Test::Platform;
+
 1;
