@@ -7,8 +7,9 @@
  * LOCKED, so several workers and hosts share the queue), runs them and
  * records each outcome (jobs.finish):
  *
- *   mail      SMTP to the configured relay with libcurl (MAIL FROM, RCPT
- *             TO, the message rendered by SQL as an upload);
+ *   mail      SMTP to the configured relay with our own client on nginx
+ *             events (ngx_platform_smtp.c): MAIL FROM, RCPT TO, the
+ *             message rendered by SQL;
  *   webhook   an HTTP(S) POST with libcurl, body and signature from SQL;
  *   sql       jobs.run_sql() through the pool (it records the outcome in
  *             the same transaction).
@@ -16,16 +17,12 @@
  * libcurl is driven by its multi-socket API on nginx events: its sockets
  * are wrapped with ngx_get_connection() and registered level-triggered
  * (CURLMOPT_SOCKETFUNCTION), its timeouts are an nginx timer
- * (CURLMOPT_TIMERFUNCTION).  libcurl's threaded resolver is never used:
- * the relay's address is numeric (checked at configuration time) and a
+ * (CURLMOPT_TIMERFUNCTION).  libcurl's threaded resolver is never used: a
  * webhook URL that names a host needs its address from the database
- * (CURLOPT_RESOLVE); names are refused otherwise.
- *
- * One limitation of libcurl remains: after the message data it waits for
- * the relay's reply (and for the reply to QUIT when it closes a cached
- * connection) without returning to the event loop.  That wait is capped by
- * CURLOPT_SERVER_RESPONSE_TIMEOUT (platform_jobs_timeout, at most 10 s); a
- * relay on the local network answers in milliseconds.
+ * (CURLOPT_RESOLVE); names are refused otherwise.  Mail does not go
+ * through libcurl, whose SMTP code waits for some replies outside the
+ * event loop; the relay's address is numeric (checked at configuration
+ * time).
  *
  * The last jobs.stats() and counters of outcomes by kind are kept in a
  * small shared zone for platform_status (ngx_platform_jobs_status()).
@@ -34,6 +31,7 @@
 
 #include "ngx_platform_module.h"
 #include "ngx_platform_pg.h"
+#include "ngx_platform_smtp.h"
 #include <curl/curl.h>
 #include <arpa/inet.h>
 
@@ -42,10 +40,6 @@
 #define NGX_PLATFORM_JOBS_WEBHOOK       1
 #define NGX_PLATFORM_JOBS_SQL           2
 #define NGX_PLATFORM_JOBS_KINDS         3
-
-#define NGX_PLATFORM_JOBS_STARTTLS_OFF  0
-#define NGX_PLATFORM_JOBS_STARTTLS_ON   1
-#define NGX_PLATFORM_JOBS_STARTTLS_REQ  2
 
 /* a job's life in this worker */
 #define NGX_PLATFORM_JOBS_RUNNING       0     /* transfer or run_sql */
@@ -65,9 +59,6 @@
 #define NGX_PLATFORM_JOBS_COL_RESOLVE   9
 #define NGX_PLATFORM_JOBS_COL_FUNCTION  10
 #define NGX_PLATFORM_JOBS_COLS          11
-
-/* the longest libcurl may wait for an SMTP reply without the event loop */
-#define NGX_PLATFORM_JOBS_MAX_BLOCK     10000
 
 
 typedef struct ngx_platform_jobs_runner_s  ngx_platform_jobs_runner_t;
@@ -103,6 +94,8 @@ typedef struct {
     ngx_str_t                   smtp_user;
     ngx_str_t                   smtp_password;
     ngx_str_t                   trusted_certificate;
+
+    ngx_platform_smtp_conf_t   *smtp;
 
     ngx_uint_t                  claim_statement;
     ngx_uint_t                  finish_statement;
@@ -156,13 +149,13 @@ typedef struct {
     u_char                     *attempt;
     time_t                      expires;      /* the lease */
 
-    CURL                       *easy;
-    struct curl_slist          *rcpt;
+    CURL                       *easy;         /* a webhook */
     struct curl_slist          *headers;
     struct curl_slist          *resolve;
-    u_char                     *data;         /* message or request body */
+    u_char                     *data;         /* request body */
     size_t                      size;
-    size_t                      sent;
+
+    ngx_platform_smtp_t        *smtp;         /* a mail */
 
     unsigned                    ok:1;
     unsigned                    added:1;      /* to the multi handle */
@@ -212,11 +205,10 @@ static ngx_int_t ngx_platform_jobs_webhook(ngx_platform_jobs_job_t *job,
 static ngx_int_t ngx_platform_jobs_easy(ngx_platform_jobs_job_t *job);
 static ngx_int_t ngx_platform_jobs_add(ngx_platform_jobs_job_t *job);
 static ngx_int_t ngx_platform_jobs_list(struct curl_slist **list,
-    u_char *text, ngx_uint_t angle);
+    u_char *text);
+static void ngx_platform_jobs_mail_done(ngx_platform_smtp_t *s);
 static void ngx_platform_jobs_run_sql(ngx_platform_jobs_job_t *job);
 static void ngx_platform_jobs_run_sql_done(ngx_platform_pg_query_t *q);
-static size_t ngx_platform_jobs_read_body(char *buf, size_t size,
-    size_t n, void *data);
 static size_t ngx_platform_jobs_discard(char *buf, size_t size, size_t n,
     void *data);
 
@@ -252,9 +244,9 @@ static ngx_conf_num_bounds_t  ngx_platform_jobs_workers_bounds = {
 
 
 static ngx_conf_enum_t  ngx_platform_jobs_starttls[] = {
-    { ngx_string("off"), NGX_PLATFORM_JOBS_STARTTLS_OFF },
-    { ngx_string("on"), NGX_PLATFORM_JOBS_STARTTLS_ON },
-    { ngx_string("required"), NGX_PLATFORM_JOBS_STARTTLS_REQ },
+    { ngx_string("off"), NGX_PLATFORM_SMTP_STARTTLS_OFF },
+    { ngx_string("on"), NGX_PLATFORM_SMTP_STARTTLS_ON },
+    { ngx_string("required"), NGX_PLATFORM_SMTP_STARTTLS_REQ },
     { ngx_null_string, 0 }
 };
 
@@ -401,6 +393,7 @@ ngx_platform_jobs_create_main_conf(ngx_conf_t *cf)
      *     jmcf->smtp_user = { 0, NULL };
      *     jmcf->smtp_password = { 0, NULL };
      *     jmcf->trusted_certificate = { 0, NULL };
+     *     jmcf->smtp = NULL;
      *     jmcf->shm_zone = NULL;
      *     jmcf->sh = NULL;
      *     jmcf->runner = NULL;
@@ -434,7 +427,7 @@ ngx_platform_jobs_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(jmcf->timeout, 30000);
     ngx_conf_init_uint_value(jmcf->workers, 1);
     ngx_conf_init_uint_value(jmcf->smtp_starttls,
-                             NGX_PLATFORM_JOBS_STARTTLS_OFF);
+                             NGX_PLATFORM_SMTP_STARTTLS_OFF);
 
     if (jmcf->smtp_url.data == NULL) {
         ngx_str_set(&jmcf->smtp_url, "smtp://127.0.0.1:25");
@@ -515,6 +508,18 @@ ngx_platform_jobs_init_main_conf(ngx_conf_t *cf, void *conf)
                                &jmcf->trusted_certificate);
             return NGX_CONF_ERROR;
         }
+    }
+
+    /* the relay's address, its TLS context */
+
+    jmcf->smtp = ngx_platform_smtp_create_conf(cf, &jmcf->smtp_url,
+                                               jmcf->smtp_starttls,
+                                               &jmcf->smtp_user,
+                                               &jmcf->smtp_password,
+                                               &jmcf->trusted_certificate,
+                                               jmcf->timeout);
+    if (jmcf->smtp == NULL) {
+        return NGX_CONF_ERROR;
     }
 
     if (ngx_platform_jobs_statement(cf,
@@ -708,7 +713,8 @@ done:
 
 /*
  * A URL with one of the schemes (a comma list) whose host is a numeric
- * address: libcurl then never starts its resolver thread.  Parsing only.
+ * address: workers never resolve names (libcurl would in a thread of its
+ * own).  Parsing only.
  * NGX_DECLINED: the host is a name.
  */
 
@@ -1370,102 +1376,64 @@ ngx_platform_jobs_field(ngx_platform_jobs_job_t *job, PGresult *res, int row,
 static ngx_int_t
 ngx_platform_jobs_mail(ngx_platform_jobs_job_t *job, PGresult *res, int row)
 {
-    long                            tls;
-    u_char                         *from, *rcpt, *from_arg;
-    size_t                          len;
-    CURL                           *easy;
-    ngx_msec_t                      block;
-    ngx_platform_jobs_main_conf_t  *jmcf;
-
-    jmcf = job->runner->jmcf;
+    u_char               *from, *rcpt, *message;
+    ngx_platform_smtp_t  *s;
 
     from = ngx_platform_jobs_field(job, res, row, NGX_PLATFORM_JOBS_COL_FROM);
     rcpt = ngx_platform_jobs_field(job, res, row, NGX_PLATFORM_JOBS_COL_RCPT);
-    job->data = ngx_platform_jobs_field(job, res, row,
-                                        NGX_PLATFORM_JOBS_COL_MESSAGE);
+    message = ngx_platform_jobs_field(job, res, row,
+                                      NGX_PLATFORM_JOBS_COL_MESSAGE);
 
-    if (from == NULL || rcpt == NULL || job->data == NULL) {
+    if (from == NULL || rcpt == NULL || message == NULL) {
         job->error = (u_char *) "claim returned no message";
         return NGX_ERROR;
     }
 
-    job->size = ngx_strlen(job->data);
-
-    len = ngx_strlen(from) + 3;
-
-    from_arg = ngx_pnalloc(job->pool, len);
-    if (from_arg == NULL) {
+    s = ngx_pcalloc(job->pool, sizeof(ngx_platform_smtp_t));
+    if (s == NULL) {
         job->error = (u_char *) "out of memory";
         return NGX_ERROR;
     }
 
-    ngx_snprintf(from_arg, len, "<%s>%Z", from);
+    s->conf = job->runner->jmcf->smtp;
+    s->pool = job->pool;
+    s->log = job->runner->log;
+    s->from.data = from;
+    s->from.len = ngx_strlen(from);
+    s->rcpt.data = rcpt;
+    s->rcpt.len = ngx_strlen(rcpt);
+    s->message.data = message;
+    s->message.len = ngx_strlen(message);
+    s->handler = ngx_platform_jobs_mail_done;
+    s->data = job;
 
-    if (ngx_platform_jobs_list(&job->rcpt, rcpt, 1) != NGX_OK) {
-        job->error = (u_char *) "out of memory";
+    if (ngx_platform_smtp_start(s) != NGX_OK) {
+        job->error = s->error;
         return NGX_ERROR;
     }
 
-    if (ngx_platform_jobs_easy(job) != NGX_OK) {
-        return NGX_ERROR;
+    job->smtp = s;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_platform_jobs_mail_done(ngx_platform_smtp_t *s)
+{
+    ngx_platform_jobs_job_t  *job;
+
+    job = s->data;
+
+    if (s->exiting) {
+        /* frees this job too */
+        ngx_platform_jobs_abandon(job->runner);
+        return;
     }
 
-    easy = job->easy;
+    job->smtp = NULL;
 
-    /* the longest libcurl waits for a reply outside the event loop */
-    block = ngx_min(jmcf->timeout, NGX_PLATFORM_JOBS_MAX_BLOCK);
-
-    switch (jmcf->smtp_starttls) {
-
-    case NGX_PLATFORM_JOBS_STARTTLS_REQ:
-        tls = CURLUSESSL_ALL;
-        break;
-
-    case NGX_PLATFORM_JOBS_STARTTLS_ON:
-        tls = CURLUSESSL_TRY;
-        break;
-
-    default: /* NGX_PLATFORM_JOBS_STARTTLS_OFF */
-        tls = CURLUSESSL_NONE;
-    }
-
-    if (curl_easy_setopt(easy, CURLOPT_URL, jmcf->smtp_url.data) != CURLE_OK
-#if (LIBCURL_VERSION_NUM >= 0x075500)
-        || curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "smtp,smtps")
-           != CURLE_OK
-#else
-        || curl_easy_setopt(easy, CURLOPT_PROTOCOLS,
-                            (long) (CURLPROTO_SMTP|CURLPROTO_SMTPS))
-           != CURLE_OK
-#endif
-        || curl_easy_setopt(easy, CURLOPT_MAIL_FROM, from_arg) != CURLE_OK
-        || curl_easy_setopt(easy, CURLOPT_MAIL_RCPT, job->rcpt) != CURLE_OK
-        || curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L) != CURLE_OK
-        || curl_easy_setopt(easy, CURLOPT_READFUNCTION,
-                            ngx_platform_jobs_read_body) != CURLE_OK
-        || curl_easy_setopt(easy, CURLOPT_READDATA, job) != CURLE_OK
-        || curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE,
-                            (curl_off_t) job->size) != CURLE_OK
-        || curl_easy_setopt(easy, CURLOPT_SERVER_RESPONSE_TIMEOUT,
-                            (long) ((block + 999) / 1000)) != CURLE_OK
-        || curl_easy_setopt(easy, CURLOPT_USE_SSL, tls) != CURLE_OK)
-    {
-        job->error = (u_char *) "libcurl refused an SMTP option";
-        return NGX_ERROR;
-    }
-
-    if (jmcf->smtp_user.data
-        && (curl_easy_setopt(easy, CURLOPT_USERNAME, jmcf->smtp_user.data)
-            != CURLE_OK
-            || curl_easy_setopt(easy, CURLOPT_PASSWORD,
-                                jmcf->smtp_password.data)
-               != CURLE_OK))
-    {
-        job->error = (u_char *) "libcurl refused the SMTP credentials";
-        return NGX_ERROR;
-    }
-
-    return ngx_platform_jobs_add(job);
+    ngx_platform_jobs_done(job, s->error == NULL, s->error);
 }
 
 
@@ -1508,9 +1476,9 @@ ngx_platform_jobs_webhook(ngx_platform_jobs_job_t *job, PGresult *res,
         return NGX_ERROR;
     }
 
-    if ((resolve && ngx_platform_jobs_list(&job->resolve, resolve, 0)
+    if ((resolve && ngx_platform_jobs_list(&job->resolve, resolve)
                     != NGX_OK)
-        || ngx_platform_jobs_list(&job->headers, headers, 0) != NGX_OK)
+        || ngx_platform_jobs_list(&job->headers, headers) != NGX_OK)
     {
         job->error = (u_char *) "out of memory";
         return NGX_ERROR;
@@ -1637,16 +1605,13 @@ ngx_platform_jobs_add(ngx_platform_jobs_job_t *job)
 
 /*
  * Appends the lines of text (LF-separated; empty ones skipped) to a
- * libcurl list, each in angle brackets if asked; libcurl copies them.
- * The text is modified.
+ * libcurl list; libcurl copies them.  The text is modified.
  */
 
 static ngx_int_t
-ngx_platform_jobs_list(struct curl_slist **list, u_char *text,
-    ngx_uint_t angle)
+ngx_platform_jobs_list(struct curl_slist **list, u_char *text)
 {
-    u_char             *p, *end, *line;
-    size_t              len;
+    u_char             *p, *end;
     struct curl_slist  *l;
 
     p = text;
@@ -1658,26 +1623,8 @@ ngx_platform_jobs_list(struct curl_slist **list, u_char *text,
             *end = '\0';
         }
 
-        len = ngx_strlen(p);
-
-        if (len) {
-            line = p;
-
-            if (angle) {
-                line = ngx_alloc(len + 3, ngx_cycle->log);
-                if (line == NULL) {
-                    return NGX_ERROR;
-                }
-
-                ngx_sprintf(line, "<%s>%Z", p);
-            }
-
-            l = curl_slist_append(*list, (char *) line);
-
-            if (angle) {
-                ngx_free(line);
-            }
-
+        if (*p) {
+            l = curl_slist_append(*list, (char *) p);
             if (l == NULL) {
                 return NGX_ERROR;
             }
@@ -1760,22 +1707,6 @@ ngx_platform_jobs_run_sql_done(ngx_platform_pg_query_t *q)
     PQclear(res);
 
     ngx_platform_jobs_free(job);
-}
-
-
-static size_t
-ngx_platform_jobs_read_body(char *buf, size_t size, size_t n, void *data)
-{
-    ngx_platform_jobs_job_t *job = data;
-
-    size_t  len;
-
-    len = ngx_min(size * n, job->size - job->sent);
-
-    ngx_memcpy(buf, job->data + job->sent, len);
-    job->sent += len;
-
-    return len;
 }
 
 
@@ -2074,7 +2005,7 @@ ngx_platform_jobs_abandon(ngx_platform_jobs_runner_t *rt)
         next = ngx_queue_next(q);
         job = ngx_queue_data(q, ngx_platform_jobs_job_t, queue);
 
-        if (job->easy == NULL) {
+        if (job->easy == NULL && job->smtp == NULL) {
             continue;
         }
 
@@ -2249,7 +2180,10 @@ ngx_platform_jobs_free(ngx_platform_jobs_job_t *job)
         curl_easy_cleanup(job->easy);
     }
 
-    curl_slist_free_all(job->rcpt);
+    if (job->smtp) {
+        ngx_platform_smtp_abort(job->smtp);
+    }
+
     curl_slist_free_all(job->headers);
     curl_slist_free_all(job->resolve);
 

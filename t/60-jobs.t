@@ -395,8 +395,10 @@ sub metric {
         $m = $t->metrics('/status');
         cmp_ok(metric($m, 'platform_jobs_dead'), '>=', 1,
                'status: platform_jobs_dead');
-        cmp_ok(metric($m, 'platform_jobs_retrying'), '>=', 1,
-               'status: platform_jobs_retrying');
+        # the waiting job is retrying, or being tried again right now
+        cmp_ok(metric($m, 'platform_jobs_retrying')
+               + metric($m, 'platform_jobs_running'), '>=', 1,
+               'status: platform_jobs_retrying (or running its retry)');
     }
 
     my $n = $smtp->count;
@@ -430,6 +432,64 @@ sub metric {
         cmp_ok(metric($m, 'platform_jobs_failed_total', kind => 'mail'),
                '>=', 3, 'status: failed mail attempts');
     }
+}
+
+# ---------------------------------------------------------------- not blocked
+
+# A relay that takes 2 s to answer the end of the message: the worker (the
+# only one) keeps serving meanwhile, and the mail is delivered once.
+{
+    my $slow = $t->smtp_sink(delay => 2);
+    my $SSP = $slow->port;
+
+    $t->http_conf(<<"EOF");
+    platform_pg main { server "%%CONNINFO%%"; pool_size 2; }
+
+    platform_jobs main;
+    platform_jobs_timeout 5s;
+    platform_jobs_lease 10s;
+    platform_smtp_url smtp://127.0.0.1:$SSP;
+    platform_smtp_from noreply\@platform.test;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location = /h      { platform_query GET api.health(); }
+        location = /status { platform_status; }
+    }
+EOF
+
+    $t->reload;
+
+    my $id = enqueue('mail', q{{"to": "slow@example.com",
+                                "subject": "slow relay", "text": "z"}},
+                     max_attempts => 1);
+
+    wait_job($id, sub { $_[0]{state} ne 'pending' }, 5);
+
+    my ($ok, $max, $during) = (0, 0, 0);
+    my $t0 = time;
+    while (time - $t0 < 8) {
+        my $delivered = $slow->count;
+        my $r = $t->get('/h', timeout => 5);
+        $ok++ if $r->{status} == 200;
+        $max = $r->{elapsed} if $r->{elapsed} > $max;
+        $during++ unless $delivered;
+        last if $delivered;
+        sleep 0.05;
+    }
+
+    cmp_ok($during, '>=', 10, 'slow relay: requests served during delivery');
+    is($ok, $during + 1, '... all answered');
+    cmp_ok($max, '<', 0.5, '... none waited for the relay')
+        or diag("slowest request: $max s");
+
+    my $j = wait_job($id, sub { $_[0]{state} eq 'done' }, 5);
+    is($j->{state}, 'done', 'slow relay: the mail job is done');
+    is($j->{attempts}, 1, '... in one attempt');
+    sleep 0.5;
+    is($slow->count, 1, '... delivered once');
+    is(parse_mail(($slow->messages)[0])->{header}{subject}, 'slow relay',
+       '... the right one');
 }
 
 $t->stop;
