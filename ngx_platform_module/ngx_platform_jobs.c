@@ -221,9 +221,6 @@ static void ngx_platform_jobs_write_handler(ngx_event_t *ev);
 static void ngx_platform_jobs_timer_handler(ngx_event_t *ev);
 static void ngx_platform_jobs_action(ngx_platform_jobs_runner_t *rt,
     curl_socket_t s, int mask);
-static void ngx_platform_jobs_events(ngx_connection_t *c, ngx_uint_t rd,
-    ngx_uint_t wr);
-static void ngx_platform_jobs_release(ngx_connection_t *c);
 static void ngx_platform_jobs_transfers_done(ngx_platform_jobs_runner_t *rt);
 static void ngx_platform_jobs_abandon(ngx_platform_jobs_runner_t *rt);
 
@@ -1017,7 +1014,7 @@ ngx_platform_jobs_exit_process(ngx_cycle_t *cycle)
             && c[i].read
             && c[i].read->handler == ngx_platform_jobs_read_handler)
         {
-            ngx_platform_jobs_release(&c[i]);
+            ngx_platform_socket_release(&c[i], 0);
         }
     }
 
@@ -1734,7 +1731,7 @@ ngx_platform_jobs_socket(CURL *easy, curl_socket_t s, int what, void *userp,
         /* libcurl closes the socket itself, after this */
 
         if (c) {
-            ngx_platform_jobs_release(c);
+            ngx_platform_socket_release(c, 0);
             (void) curl_multi_assign(rt->multi, s, NULL);
         }
 
@@ -1762,12 +1759,12 @@ ngx_platform_jobs_socket(CURL *easy, curl_socket_t s, int what, void *userp,
         c->idle = 1;
 
         if (curl_multi_assign(rt->multi, s, c) != CURLM_OK) {
-            ngx_platform_jobs_release(c);
+            ngx_platform_socket_release(c, 0);
             return 0;
         }
     }
 
-    ngx_platform_jobs_events(c, what & CURL_POLL_IN, what & CURL_POLL_OUT);
+    ngx_platform_socket_events(c, what & CURL_POLL_IN, what & CURL_POLL_OUT);
 
     return 0;
 }
@@ -1849,59 +1846,6 @@ ngx_platform_jobs_action(ngx_platform_jobs_runner_t *rt, curl_socket_t s,
     }
 
     ngx_platform_jobs_transfers_done(rt);
-}
-
-
-/* level-triggered, as the pool does: libcurl may leave data unread */
-
-static void
-ngx_platform_jobs_events(ngx_connection_t *c, ngx_uint_t rd, ngx_uint_t wr)
-{
-    ngx_event_t  *rev, *wev;
-
-    rev = c->read;
-    wev = c->write;
-
-    if (wr && !wev->active) {
-        ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-
-    } else if (!wr && wev->active) {
-        ngx_del_event(wev, NGX_WRITE_EVENT, 0);
-    }
-
-    if (rd && !rev->active) {
-        ngx_add_event(rev, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-
-    } else if (!rd && rev->active) {
-        ngx_del_event(rev, NGX_READ_EVENT, 0);
-    }
-}
-
-
-/* forget the nginx connection; libcurl owns and closes the socket */
-
-static void
-ngx_platform_jobs_release(ngx_connection_t *c)
-{
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, 0);
-    }
-
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
-    }
-
-    c->idle = 0;
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
 }
 
 

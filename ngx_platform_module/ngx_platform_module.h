@@ -45,6 +45,11 @@ u_char *ngx_platform_jobs_status(ngx_http_request_t *r, u_char *p,
     u_char *last);
 
 
+/* an nginx connection around a socket a library owns */
+void ngx_platform_socket_events(ngx_connection_t *c, ngx_uint_t rd,
+    ngx_uint_t wr);
+void ngx_platform_socket_release(ngx_connection_t *c, ngx_uint_t closing);
+
 /* sessions: seal claims set by SQL into a cookie, or end sessions */
 ngx_int_t ngx_platform_session_respond(ngx_http_request_t *r, u_char *data,
     size_t len);

@@ -378,36 +378,12 @@ ngx_platform_pg_wrap(ngx_platform_pg_conn_t *pc)
 }
 
 
-/*
- * The socket is registered level-triggered: libpq reads what it needs, not
- * necessarily all that is there, and we are woken again while data remain.
- */
-
 static void
 ngx_platform_pg_events(ngx_platform_pg_conn_t *pc, ngx_uint_t rd,
     ngx_uint_t wr)
 {
-    ngx_event_t  *rev, *wev;
-
-    if (pc->c == NULL) {
-        return;
-    }
-
-    rev = pc->c->read;
-    wev = pc->c->write;
-
-    if (wr && !wev->active) {
-        ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-
-    } else if (!wr && wev->active) {
-        ngx_del_event(wev, NGX_WRITE_EVENT, 0);
-    }
-
-    if (rd && !rev->active) {
-        ngx_add_event(rev, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-
-    } else if (!rd && rev->active) {
-        ngx_del_event(rev, NGX_READ_EVENT, 0);
+    if (pc->c) {
+        ngx_platform_socket_events(pc->c, rd, wr);
     }
 }
 
@@ -417,35 +393,10 @@ ngx_platform_pg_events(ngx_platform_pg_conn_t *pc, ngx_uint_t rd,
 static void
 ngx_platform_pg_release(ngx_platform_pg_conn_t *pc)
 {
-    ngx_connection_t  *c;
-
-    c = pc->c;
-
-    if (c == NULL) {
-        return;
+    if (pc->c) {
+        ngx_platform_socket_release(pc->c, 1);
+        pc->c = NULL;
     }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    c->idle = 0;
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
-
-    pc->c = NULL;
 }
 
 
