@@ -27,6 +27,10 @@
     (1 + crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES)
 #define NGX_PLATFORM_SESSION_MAX_CLAIMS  1024
 
+/* cookies and claims up to these sizes are kept in the per-worker cache */
+#define NGX_PLATFORM_SESSION_CACHE_COOKIE  320
+#define NGX_PLATFORM_SESSION_CACHE_CLAIMS  224
+
 /* a worker that started a poll and died is given up on after this */
 #define NGX_PLATFORM_SESSION_POLL_DEADLINE  30
 
@@ -49,6 +53,19 @@ typedef struct {
 } ngx_platform_session_node_t;
 
 
+/*
+ * A cookie this worker opened before, and its claims: the same bytes open
+ * to the same claims, so the decryption is not repeated.  Expiry and epoch
+ * are still checked on every request.
+ */
+typedef struct {
+    u_short                      cookie_len;
+    u_short                      claims_len;
+    u_char                       cookie[NGX_PLATFORM_SESSION_CACHE_COOKIE];
+    u_char                       claims[NGX_PLATFORM_SESSION_CACHE_CLAIMS];
+} ngx_platform_session_slot_t;
+
+
 typedef struct {
     ngx_array_t                 *keys;        /* ngx_str_t, 32 bytes each */
     ngx_str_t                    cookie;
@@ -58,6 +75,7 @@ typedef struct {
     time_t                       max_age;
     ngx_array_t                 *origins;     /* ngx_str_t */
     ngx_str_t                    pg_name;
+    ngx_uint_t                   cache_size;
 
     ngx_shm_zone_t              *zone;
     ngx_platform_session_shctx_t  *sh;
@@ -65,7 +83,8 @@ typedef struct {
     ngx_platform_pg_upstream_t  *upstream;
     ngx_uint_t                   statement;
 
-    /* this worker's poll */
+    /* this worker's cache of opened cookies and its poll */
+    ngx_platform_session_slot_t *cache;
     ngx_event_t                  poll_event;
     ngx_platform_pg_query_t     *poll;
     const char                  *poll_values[2];
@@ -197,6 +216,13 @@ static ngx_command_t  ngx_platform_auth_commands[] = {
       ngx_conf_set_str_array_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_platform_auth_main_conf_t, origins),
+      NULL },
+
+    { ngx_string("platform_session_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_platform_auth_main_conf_t, cache_size),
       NULL },
 
     { ngx_string("platform_session_pg"),
@@ -582,10 +608,12 @@ static ngx_int_t
 ngx_platform_session_open(ngx_http_request_t *r,
     ngx_platform_auth_main_conf_t *amcf, ngx_platform_claims_t *cl)
 {
-    u_char      *m;
-    ngx_str_t    value, raw, *key;
-    ngx_uint_t   i, found;
-    uint32_t     epoch;
+    u_char                       *m;
+    size_t                        mlen;
+    uint32_t                      epoch;
+    ngx_str_t                     value, raw, *key;
+    ngx_uint_t                    i, found;
+    ngx_platform_session_slot_t  *slot;
 
     if (amcf->keys == NULL) {
         return NGX_DECLINED;
@@ -609,6 +637,27 @@ ngx_platform_session_open(ngx_http_request_t *r,
 
     if (value.len == 0 || value.len > 2048) {
         return NGX_DECLINED;
+    }
+
+    slot = NULL;
+
+    if (amcf->cache && value.len <= NGX_PLATFORM_SESSION_CACHE_COOKIE) {
+        slot = &amcf->cache[ngx_murmur_hash2(value.data, value.len)
+                            % amcf->cache_size];
+
+        if (slot->cookie_len == value.len
+            && ngx_memcmp(slot->cookie, value.data, value.len) == 0)
+        {
+            m = ngx_pnalloc(r->pool, slot->claims_len);
+            if (m == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(m, slot->claims, slot->claims_len);
+            mlen = slot->claims_len;
+
+            goto opened;
+        }
     }
 
     raw.data = ngx_pnalloc(r->pool, ngx_base64_decoded_length(value.len));
@@ -649,10 +698,18 @@ ngx_platform_session_open(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (ngx_platform_session_parse(m, m + raw.len
-                                          - NGX_PLATFORM_SESSION_HEADER, cl)
-        != NGX_OK)
-    {
+    mlen = raw.len - NGX_PLATFORM_SESSION_HEADER;
+
+    if (slot && mlen <= NGX_PLATFORM_SESSION_CACHE_CLAIMS) {
+        slot->cookie_len = (u_short) value.len;
+        slot->claims_len = (u_short) mlen;
+        ngx_memcpy(slot->cookie, value.data, value.len);
+        ngx_memcpy(slot->claims, m, mlen);
+    }
+
+opened:
+
+    if (ngx_platform_session_parse(m, m + mlen, cl) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "platform_auth: invalid claims in a sealed cookie");
         return NGX_DECLINED;
@@ -1338,6 +1395,7 @@ ngx_platform_auth_create_main_conf(ngx_conf_t *cf)
     amcf->epoch_poll = NGX_CONF_UNSET_MSEC;
     amcf->max_age = NGX_CONF_UNSET;
     amcf->origins = NGX_CONF_UNSET_PTR;
+    amcf->cache_size = NGX_CONF_UNSET_UINT;
 
     return amcf;
 }
@@ -1361,6 +1419,7 @@ ngx_platform_auth_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_size_value(amcf->zone_size, 1024 * 1024);
     ngx_conf_init_msec_value(amcf->epoch_poll, 2000);
     ngx_conf_init_value(amcf->max_age, 30 * 24 * 3600);
+    ngx_conf_init_uint_value(amcf->cache_size, 1024);
 
     if (amcf->epoch_poll < 1000) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1650,7 +1709,19 @@ ngx_platform_auth_init_process(ngx_cycle_t *cycle)
     amcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_platform_auth_module);
 
-    if (amcf == NULL || amcf->sh == NULL || amcf->upstream == NULL) {
+    if (amcf == NULL || amcf->keys == NULL) {
+        return NGX_OK;
+    }
+
+    if (amcf->cache_size) {
+        amcf->cache = ngx_pcalloc(cycle->pool, amcf->cache_size
+                                         * sizeof(ngx_platform_session_slot_t));
+        if (amcf->cache == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (amcf->sh == NULL || amcf->upstream == NULL) {
         return NGX_OK;
     }
 
