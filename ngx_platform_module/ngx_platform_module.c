@@ -171,6 +171,27 @@ ngx_platform_pg_upstream_find(ngx_conf_t *cf, ngx_str_t *name)
 }
 
 
+/* register a module's variables, a list ended by ngx_http_null_variable */
+
+ngx_int_t
+ngx_platform_add_variables(ngx_conf_t *cf, ngx_http_variable_t *vars)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
 /* statements are numbered once per configuration; identical SQL shares one */
 
 ngx_int_t

@@ -32,6 +32,8 @@ typedef struct {
 ngx_platform_pg_upstream_t *ngx_platform_pg_upstream_find(ngx_conf_t *cf,
     ngx_str_t *name);
 ngx_int_t ngx_platform_statement_add(ngx_conf_t *cf, ngx_str_t *sql);
+ngx_int_t ngx_platform_add_variables(ngx_conf_t *cf,
+    ngx_http_variable_t *vars);
 
 /* errors: SQLSTATE mapping and JSON error responses */
 ngx_uint_t ngx_platform_sqlstate_status(const char *sqlstate);

@@ -779,19 +779,7 @@ ngx_platform_query_free_result(void *data)
 static ngx_int_t
 ngx_platform_query_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_platform_query_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_platform_add_variables(cf, ngx_platform_query_vars);
 }
 
 

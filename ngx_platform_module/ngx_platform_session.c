@@ -1332,24 +1332,12 @@ ngx_platform_random_variable(ngx_http_request_t *r,
 static ngx_int_t
 ngx_platform_auth_preconfiguration(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
     if (sodium_init() < 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "sodium_init() failed");
         return NGX_ERROR;
     }
 
-    for (v = ngx_platform_auth_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_platform_add_variables(cf, ngx_platform_auth_vars);
 }
 
 
