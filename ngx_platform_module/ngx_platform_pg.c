@@ -74,6 +74,7 @@ static ngx_int_t ngx_platform_pg_wrap(ngx_platform_pg_conn_t *pc);
 static void ngx_platform_pg_events(ngx_platform_pg_conn_t *pc,
     ngx_uint_t rd, ngx_uint_t wr);
 static void ngx_platform_pg_release(ngx_platform_pg_conn_t *pc);
+static void ngx_platform_pg_close(ngx_platform_pg_conn_t *pc);
 static void ngx_platform_pg_fail(ngx_platform_pg_conn_t *pc,
     ngx_uint_t status, const char *reason);
 static void ngx_platform_pg_shutdown(ngx_platform_pg_conn_t *pc);
@@ -96,6 +97,8 @@ static void ngx_platform_pg_unqueue(ngx_platform_pg_pool_t *pool,
     ngx_platform_pg_query_t *q);
 static void ngx_platform_pg_finish(ngx_platform_pg_pool_t *pool,
     ngx_platform_pg_query_t *q);
+static void ngx_platform_pg_reject(ngx_platform_pg_pool_t *pool,
+    ngx_platform_pg_query_t *q, const char *reason);
 static void ngx_platform_pg_gauges(ngx_platform_pg_pool_t *pool);
 static void ngx_platform_pg_notice(void *arg, const char *message);
 static void ngx_platform_pg_statement_name(u_char *buf, ngx_uint_t n);
@@ -193,14 +196,7 @@ ngx_platform_pg_exit_process(ngx_platform_pg_upstream_t *up)
             ngx_free(job);
         }
 
-        ngx_platform_pg_release(pc);
-
-        if (pc->pg) {
-            PQfinish(pc->pg);
-            pc->pg = NULL;
-        }
-
-        pc->state = NGX_PLATFORM_PG_DOWN;
+        ngx_platform_pg_close(pc);
     }
 
     while (!ngx_queue_empty(&pool->free_jobs)) {
@@ -400,6 +396,26 @@ ngx_platform_pg_release(ngx_platform_pg_conn_t *pc)
 }
 
 
+/* the connection ends: socket, libpq's state and its timer */
+
+static void
+ngx_platform_pg_close(ngx_platform_pg_conn_t *pc)
+{
+    ngx_platform_pg_release(pc);
+
+    if (pc->pg) {
+        PQfinish(pc->pg);
+        pc->pg = NULL;
+    }
+
+    if (pc->timer.timer_set) {
+        ngx_del_timer(&pc->timer);
+    }
+
+    pc->state = NGX_PLATFORM_PG_DOWN;
+}
+
+
 static void
 ngx_platform_pg_fail(ngx_platform_pg_conn_t *pc, ngx_uint_t status,
     const char *reason)
@@ -438,16 +454,7 @@ ngx_platform_pg_fail(ngx_platform_pg_conn_t *pc, ngx_uint_t status,
 
     pc->njobs = 0;
 
-    ngx_platform_pg_release(pc);
-
-    if (pc->pg) {
-        PQfinish(pc->pg);
-        pc->pg = NULL;
-    }
-
-    if (pc->timer.timer_set) {
-        ngx_del_timer(&pc->timer);
-    }
+    ngx_platform_pg_close(pc);
 
     if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
         pc->timer.cancelable = 1;
@@ -494,18 +501,7 @@ ngx_platform_pg_fail(ngx_platform_pg_conn_t *pc, ngx_uint_t status,
 static void
 ngx_platform_pg_shutdown(ngx_platform_pg_conn_t *pc)
 {
-    ngx_platform_pg_release(pc);
-
-    if (pc->pg) {
-        PQfinish(pc->pg);
-        pc->pg = NULL;
-    }
-
-    if (pc->timer.timer_set) {
-        ngx_del_timer(&pc->timer);
-    }
-
-    pc->state = NGX_PLATFORM_PG_DOWN;
+    ngx_platform_pg_close(pc);
 
     ngx_platform_pg_gauges(pc->pool);
 
@@ -609,11 +605,8 @@ ngx_platform_pg_wait_handler(ngx_event_t *ev)
     ngx_platform_pg_unqueue(pool, q);
     pool->stats->rejected_timeout++;
 
-    q->status = NGX_HTTP_SERVICE_UNAVAILABLE;
-    q->reason = "timed out waiting for a database connection";
-
-    ngx_platform_pg_gauges(pool);
-    ngx_platform_pg_finish(pool, q);
+    ngx_platform_pg_reject(pool, q,
+                           "timed out waiting for a database connection");
 }
 
 
@@ -1099,9 +1092,7 @@ ngx_platform_pg_dispatch(ngx_platform_pg_pool_t *pool)
         if (ngx_platform_pg_send(pc, q) != NGX_OK) {
 
             if (ngx_platform_pg_alive(pool) == 0) {
-                q->status = NGX_HTTP_SERVICE_UNAVAILABLE;
-                q->reason = "database unavailable";
-                ngx_platform_pg_finish(pool, q);
+                ngx_platform_pg_reject(pool, q, "database unavailable");
                 continue;
             }
 
@@ -1130,12 +1121,22 @@ ngx_platform_pg_reject_waiters(ngx_platform_pg_pool_t *pool)
         ngx_platform_pg_unqueue(pool, q);
         pool->stats->rejected_down++;
 
-        q->status = NGX_HTTP_SERVICE_UNAVAILABLE;
-        q->reason = "database unavailable";
-
-        ngx_platform_pg_gauges(pool);
-        ngx_platform_pg_finish(pool, q);
+        ngx_platform_pg_reject(pool, q, "database unavailable");
     }
+}
+
+
+/* a query that waited and gets no connection: 503 */
+
+static void
+ngx_platform_pg_reject(ngx_platform_pg_pool_t *pool,
+    ngx_platform_pg_query_t *q, const char *reason)
+{
+    q->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+    q->reason = reason;
+
+    ngx_platform_pg_gauges(pool);
+    ngx_platform_pg_finish(pool, q);
 }
 
 

@@ -110,6 +110,39 @@ BEGIN
 END
 $$;
 
+-- The business types events may have: one list for checks and messages
+-- (002's constraint on app.events guards the same list in the table).
+CREATE OR REPLACE FUNCTION app.business_types()
+RETURNS text[]
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY['conference', 'hackathon', 'meetup', 'workshop', 'webinar',
+                 'other']
+$$;
+
+-- A request body must be a JSON object whose fields are all known.
+CREATE OR REPLACE FUNCTION app.check_fields(body jsonb, known text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+BEGIN
+    IF body IS NULL OR jsonb_typeof(body) <> 'object' THEN
+        PERFORM app.bad_field('body', 'Send a JSON object.');
+    END IF;
+
+    FOR k IN SELECT jsonb_object_keys(body) LOOP
+        IF k <> ALL (known) THEN
+            PERFORM app.bad_field(k, 'Unknown field ' || left(k, 50) || '.');
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- The percent-decoding nginx leaves undone for $arg_x ("+" is a space).
 CREATE OR REPLACE FUNCTION app.url_decode(s text)
 RETURNS text
@@ -217,21 +250,11 @@ RETURNS app.events
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    k text;
 BEGIN
-    IF body IS NULL OR jsonb_typeof(body) <> 'object' THEN
-        PERFORM app.bad_field('body', 'Send a JSON object.');
-    END IF;
-
-    FOR k IN SELECT jsonb_object_keys(body) LOOP
-        IF k <> ALL (ARRAY['title', 'description', 'business_type',
-                           'starts_at', 'ends_at', 'time_zone', 'capacity',
-                           'cover_url', 'main_stage', 'breakouts',
-                           'team_size']) THEN
-            PERFORM app.bad_field(k, 'Unknown field ' || left(k, 50) || '.');
-        END IF;
-    END LOOP;
+    PERFORM app.check_fields(body, ARRAY['title', 'description',
+                'business_type', 'starts_at', 'ends_at', 'time_zone',
+                'capacity', 'cover_url', 'main_stage', 'breakouts',
+                'team_size']);
 
     IF body ? 'title' THEN
         e.title := app.json_text(body, 'title', 200, 1);
@@ -242,11 +265,10 @@ BEGIN
     IF body ? 'business_type' THEN
         e.business_type := body->>'business_type';
         IF jsonb_typeof(body->'business_type') IS DISTINCT FROM 'string'
-           OR e.business_type <> ALL (ARRAY['conference', 'hackathon',
-                  'meetup', 'workshop', 'webinar', 'other']) THEN
+           OR e.business_type <> ALL (app.business_types()) THEN
             PERFORM app.bad_field('business_type',
-                'business_type must be one of conference, hackathon, meetup, '
-                'workshop, webinar, other.');
+                'business_type must be one of '
+                || array_to_string(app.business_types(), ', ') || '.');
         END IF;
     END IF;
     IF body ? 'starts_at' THEN
@@ -384,19 +406,9 @@ RETURNS app.ticket_types
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    k text;
 BEGIN
-    IF body IS NULL OR jsonb_typeof(body) <> 'object' THEN
-        PERFORM app.bad_field('body', 'Send a JSON object.');
-    END IF;
-
-    FOR k IN SELECT jsonb_object_keys(body) LOOP
-        IF k <> ALL (ARRAY['name', 'price_minor', 'currency', 'quantity',
-                           'sales_start', 'sales_end']) THEN
-            PERFORM app.bad_field(k, 'Unknown field ' || left(k, 50) || '.');
-        END IF;
-    END LOOP;
+    PERFORM app.check_fields(body, ARRAY['name', 'price_minor', 'currency',
+                'quantity', 'sales_start', 'sales_end']);
 
     IF body ? 'name' THEN
         t.name := app.json_text(body, 'name', 200, 1);
@@ -854,13 +866,12 @@ DECLARE
     result  json;
 BEGIN
     IF events_upcoming.business_type IS NOT NULL
-       AND events_upcoming.business_type <> ALL (ARRAY['conference',
-               'hackathon', 'meetup', 'workshop', 'webinar', 'other'])
+       AND events_upcoming.business_type <> ALL (app.business_types())
     THEN
         RAISE EXCEPTION 'unknown business type'
             USING ERRCODE = '22023',
-                  HINT = 'use one of conference, hackathon, meetup, '
-                         'workshop, webinar, other';
+                  HINT = 'use one of '
+                         || array_to_string(app.business_types(), ', ');
     END IF;
 
     IF from_date IS NOT NULL AND to_date IS NOT NULL AND to_date < from_date
@@ -927,8 +938,10 @@ BEGIN
 END
 $$;
 
--- app.url_decode is called by the listing as platform_app.
+-- app.url_decode and app.business_types are called by the listing as
+-- platform_app.
 GRANT EXECUTE ON FUNCTION app.url_decode(text) TO platform_app;
+GRANT EXECUTE ON FUNCTION app.business_types() TO platform_app;
 
 -- GET /api/events/{id}: published or cancelled events, with the
 -- organisation's name and the ticket types (remaining = quantity - sold).

@@ -165,48 +165,16 @@ sub get {
 
 require JSON::PP;
 
-# The platform_session value of a response's Set-Cookie, and the header.
-sub set_cookie {
-    my ($r) = @_;
-    my $h = $r->{headers}{'set-cookie'} // return;
-    my @h = ref $h ? @$h : ($h);
-    my ($line) = grep { /^platform_session=/ } @h or return;
-    my ($v) = $line =~ /^platform_session=([^;]*)/;
-    return wantarray ? ($v, $line) : $v;
-}
-
-sub sql_quote { my ($s) = @_; $s =~ s/'/''/g; "'$s'" }
-
-sub last_link {
-    my ($email) = @_;
-    return $t->psql("SELECT payload->'vars'->>'link' FROM jobs.jobs "
-                    . "WHERE kind = 'mail' AND payload->>'to' = "
-                    . sql_quote($email) . " ORDER BY id DESC LIMIT 1");
-}
-
 sub token_of {
     my ($link) = @_;
     return ($link // '') =~ m{^\Q$origin\E/confirm\.html#token=([A-Za-z0-9_-]{43})$}
            ? $1 : undef;
 }
 
-# Request a link, read it from the mail job, confirm it: the cookie.
-sub sign_in {
-    my ($email) = @_;
-    my $r = post('/api/auth/link', { email => $email,
-                                     consent_version => 'terms-1' });
-    die "link for $email: $r->{status} $r->{content}\n" if $r->{status} != 202;
-    my $token = token_of(last_link($email)) or die "no link for $email\n";
-    $r = post('/api/auth/confirm', { token => $token });
-    die "confirm for $email: $r->{status} $r->{content}\n"
-        if $r->{status} != 200;
-    return scalar set_cookie($r);
-}
-
 sub user_id {
     my ($email) = @_;
     return $t->psql("SELECT id FROM auth.users WHERE email = "
-                    . sql_quote($email));
+                    . $t->sql_quote($email));
 }
 
 # TOTP (RFC 6238, SHA1, 6 digits, 30 s) from a base32 secret.
@@ -244,9 +212,9 @@ $r = post('/api/auth/link', { email => 'Alice@Example.org',
                               return_path => '/events.html' });
 is($r->{status}, 202, 'link requested: 202');
 is_deeply(body_of($r), { status => 'sent' }, '{"status":"sent"}');
-ok(!set_cookie($r), 'no cookie yet');
+ok(!$t->session_cookie($r), 'no cookie yet');
 
-my $link = last_link('alice@example.org');
+my $link = $t->mail_link('alice@example.org');
 my $token = token_of($link);
 ok($token, 'the mail job carries the link to confirm.html#token=')
     or diag("link: " . ($link // 'none'));
@@ -271,7 +239,7 @@ is($b->{user}{email}, 'alice@example.org', 'as alice');
 ok($b->{new_user}, 'a new account');
 is($b->{return_path}, '/events.html', 'return path');
 
-my ($alice, $line) = set_cookie($r);
+my ($alice, $line) = $t->session_cookie($r);
 ok($alice, 'Set-Cookie platform_session') or diag(explain($r->{headers}));
 like($line // '', qr/^platform_session=[A-Za-z0-9_-]{60,}; /,
      'the cookie is base64url');
@@ -318,7 +286,7 @@ is($r->{status}, 410, 'a link works once: 410 the second time');
 is(body_of($r)->{error}{message},
    'This sign-in link is no longer valid: it was already used or has expired.',
    'with a sentence');
-ok(!set_cookie($r), 'and no cookie');
+ok(!$t->session_cookie($r), 'and no cookie');
 
 $r = post('/api/auth/confirm', { token => 'A' x 43 });
 is($r->{status}, 410, 'an unknown token: 410');
@@ -327,7 +295,7 @@ $r = post('/api/auth/confirm', { nothing => 1 });
 is($r->{status}, 400, 'no token: 400');
 
 post('/api/auth/link', { email => 'late@example.org' });
-my $late = token_of(last_link('late@example.org'));
+my $late = token_of($t->mail_link('late@example.org'));
 $t->psql("UPDATE auth.magic_links SET expires_at = now() - interval '1 second' "
          . "WHERE email = 'late\@example.org'");
 $r = post('/api/auth/confirm', { token => $late });
@@ -406,7 +374,7 @@ is(get('/api/me', cookie => $alice)->{status}, 200, 'the real one still works');
 
 # ------------------------------------------------------------------ origin
 
-my $alice2 = sign_in('alice@example.org');
+my $alice2 = $t->sign_in('alice@example.org');
 ok($alice2, 'alice signs in a second time (another device)');
 
 $r = post('/api/auth/logout', {}, cookie => $alice,
@@ -437,7 +405,7 @@ $r = post('/api/auth/logout', {}, cookie => $alice,
                        Referer => "$origin/account.html" });
 is($r->{status}, 200, 'logout (same-origin Referer): 200');
 is_deeply(body_of($r), { status => 'signed_out' }, 'signed_out');
-my ($gone, $gline) = set_cookie($r);
+my ($gone, $gline) = $t->session_cookie($r);
 ok(defined $gone, 'logout sets the cookie');
 like($gline // '', qr/Max-Age=0\b/, 'expired at once');
 is($gone, '', 'to nothing');
@@ -453,7 +421,7 @@ is(get('/api/me', cookie => $alice2)->{status}, 401,
 is(post('/api/auth/logout', {}, cookie => $alice)->{status}, 401,
    'logout again: 401');
 
-my $alice3 = sign_in('alice@example.org');
+my $alice3 = $t->sign_in('alice@example.org');
 is(get('/api/me', cookie => $alice3)->{status}, 200,
    'signing in again works (new epoch)');
 is(scalar @{body_of(get('/api/me', cookie => $alice3))->{sessions}}, 1,
@@ -470,7 +438,7 @@ ok($ok, 'a logout elsewhere (epoch bumped in SQL) ends the session within 5 s');
 
 # ------------------------------------------------------------------ roles
 
-my $bob = sign_in('bob@example.org');
+my $bob = $t->sign_in('bob@example.org');
 my $bob_id = user_id('bob@example.org');
 is(get('/api/orgs/5/whoami', cookie => $bob)->{status}, 403,
    'a participant is not an organiser: 403');
@@ -481,7 +449,7 @@ $t->psql("INSERT INTO auth.memberships (user_id, role, org_id) "
 is(get('/api/orgs/5/whoami', cookie => $bob)->{status}, 403,
    'roles are those of sign-in time: the old cookie is still a participant');
 
-$bob = sign_in('bob@example.org');
+$bob = $t->sign_in('bob@example.org');
 $r = get('/api/orgs/5/whoami', cookie => $bob);
 is($r->{status}, 200, 'organiser org=$1: own organisation 200');
 is_deeply(body_of($r), { user => $bob_id, role => 'organiser', org => '5',
@@ -495,16 +463,16 @@ is(get('/api/orgs/55/whoami', cookie => $bob)->{status}, 403,
 is(get('/api/admin/whoami', cookie => $bob)->{status}, 403, 'not an admin: 403');
 
 $t->psql("INSERT INTO auth.memberships (user_id, role) VALUES ($bob_id, 'admin')");
-$bob = sign_in('bob@example.org');
+$bob = $t->sign_in('bob@example.org');
 is(get('/api/admin/whoami', cookie => $bob)->{status}, 200, 'admin: 200');
 
 # ------------------------------------------------------------------ TOTP
 
-my $carol = sign_in('carol@example.org');
+my $carol = $t->sign_in('carol@example.org');
 my $carol_id = user_id('carol@example.org');
 $t->psql("INSERT INTO auth.memberships (user_id, role, org_id) "
          . "VALUES ($carol_id, 'staff', 3)");
-$carol = sign_in('carol@example.org');
+$carol = $t->sign_in('carol@example.org');
 
 $r = get('/api/staff/whoami', cookie => $carol);
 is($r->{status}, 403, 'staff without the second factor: 403');
@@ -528,7 +496,7 @@ is($r->{status}, 400, 'a wrong code: 400');
 is(body_of($r)->{error}{code}, 'totp_invalid', 'totp_invalid');
 like(body_of($r)->{error}{message} // '', qr/^That code is not right\./,
      'with a sentence');
-ok(!set_cookie($r), 'no new cookie');
+ok(!$t->session_cookie($r), 'no new cookie');
 is(get('/api/staff/whoami', cookie => $carol)->{status}, 403, 'still 403');
 
 my $code = totp($key, int(time / 30));
@@ -536,7 +504,7 @@ $r = post('/api/auth/totp/verify', { code => $code }, cookie => $carol);
 is($r->{status}, 200, 'the right code: 200');
 is_deeply(body_of($r), { status => 'verified', totp_enabled => JSON::PP::true() },
           'verified');
-my $carol_mfa = set_cookie($r);
+my $carol_mfa = $t->session_cookie($r);
 ok($carol_mfa, 'a new cookie');
 
 $r = get('/api/staff/whoami', cookie => $carol_mfa);
@@ -564,7 +532,7 @@ is_deeply(\@st, [400, 400, 400, 429], 'then 429');
 # ------------------------------------------------------------------ keys
 
 # Rotation: the new key seals, the old one still opens.
-my $dave = sign_in('dave@example.org');
+my $dave = $t->sign_in('dave@example.org');
 is(get('/api/me', cookie => $dave)->{status}, 200, 'dave signed in');
 
 set_keys('new.key', 'session.key');
@@ -572,7 +540,7 @@ $t->reload;
 
 is(get('/api/me', cookie => $dave)->{status}, 200,
    'rotation: a cookie sealed with the old key is still accepted');
-my $dave_new = sign_in('dave@example.org');
+my $dave_new = $t->sign_in('dave@example.org');
 is(get('/api/me', cookie => $dave_new)->{status}, 200,
    'and new cookies work');
 isnt($dave_new, $dave, 'new cookie');

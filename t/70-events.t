@@ -144,34 +144,6 @@ sub req {
 sub post { my ($p, $b, %o) = @_; req('POST', $p, $b, %o) }
 sub get  { my ($p, %o) = @_; req('GET', $p, undef, %o) }
 
-sub set_cookie {
-    my ($r) = @_;
-    my $h = $r->{headers}{'set-cookie'} // return;
-    my @h = ref $h ? @$h : ($h);
-    my ($line) = grep { /^platform_session=/ } @h or return;
-    my ($v) = $line =~ /^platform_session=([^;]*)/;
-    return $v;
-}
-
-sub sql_quote { my ($s) = @_; $s =~ s/'/''/g; "'$s'" }
-
-sub sign_in {
-    my ($email) = @_;
-    my $r = post('/api/auth/link', { email => $email,
-                                     consent_version => 'terms-1' });
-    die "link for $email: $r->{status} $r->{content}\n" if $r->{status} != 202;
-    my $link = $t->psql("SELECT payload->'vars'->>'link' FROM jobs.jobs "
-                        . "WHERE kind = 'mail' AND payload->>'to' = "
-                        . sql_quote($email) . " ORDER BY id DESC LIMIT 1");
-    my ($token) = ($link // '')
-        =~ m{^\Q$origin\E/confirm\.html#token=([A-Za-z0-9_-]{43})$}
-        or die "no link for $email\n";
-    $r = post('/api/auth/confirm', { token => $token });
-    die "confirm for $email: $r->{status} $r->{content}\n"
-        if $r->{status} != 200;
-    return set_cookie($r);
-}
-
 # Status and error detail ("field: x") of a failed request.
 sub field_of {
     my ($r) = @_;
@@ -181,8 +153,8 @@ sub field_of {
 
 # ------------------------------------------------------------------ orgs
 
-my $ann = sign_in('ann@example.org');
-my $bob = sign_in('bob@example.org');
+my $ann = $t->sign_in('ann@example.org');
+my $bob = $t->sign_in('bob@example.org');
 ok($ann && $bob, 'ann and bob signed in through the magic link');
 
 my $r = post('/api/orgs', { name => 'Org A' });
@@ -195,7 +167,7 @@ $r = post('/api/orgs', { name => 'Org A' }, cookie => $ann);
 is($r->{status}, 201, 'Org A created: 201');
 my $org_a = body_of($r)->{id};
 ok($org_a, 'with its id');
-my $ann2 = set_cookie($r);
+my $ann2 = $t->session_cookie($r);
 ok($ann2, 'the session is re-issued');
 
 $r = get("/api/orgs/$org_a/events", cookie => $ann);
@@ -208,7 +180,7 @@ is_deeply(body_of(get('/api/me', cookie => $ann))->{memberships},
 
 $r = post('/api/orgs', { name => 'Org B' }, cookie => $bob);
 my $org_b = body_of($r)->{id};
-$bob = set_cookie($r);
+$bob = $t->session_cookie($r);
 ok($org_b && $bob, 'bob creates Org B');
 
 # ------------------------------------------------------------------ events
@@ -395,7 +367,7 @@ is($r->{status}, 201, 'invite: 201');
 is($t->psql("SELECT payload->>'subject' FROM jobs.jobs "
             . "WHERE payload->>'to' = 'carol\@example.org'"),
    'You are now an organiser of Org A', 'the invite mail is queued');
-my $carol = sign_in('carol@example.org');
+my $carol = $t->sign_in('carol@example.org');
 is(get("/api/orgs/$org_a/events", cookie => $carol)->{status}, 200,
    'carol manages Org A once signed in');
 is(post("/api/orgs/$org_b/invites", { email => 'eve@example.org' },

@@ -19,7 +19,7 @@
 // content.  Bounded: the whole run is killed after 90 s.  With
 // PLATFORM_SCREENSHOTS=DIR each step leaves a PNG there.
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,7 +31,6 @@ if (!base || !email) {
   process.exit(2);
 }
 
-const executablePath = process.env.PLATFORM_CHROMIUM || '/usr/bin/chromium';
 const userDataDir = mkdtempSync(join(tmpdir(), 'platform-chromium-'));
 
 const watchdog = setTimeout(() => {
@@ -77,20 +76,7 @@ async function text(page, selector) {
 }
 
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    timeout: 30000,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--disable-quic',
-    ],
-  });
+  context = await launch(userDataDir);
 
   const page = context.pages()[0] || await context.newPage();
   page.setDefaultTimeout(15000);

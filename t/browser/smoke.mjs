@@ -8,7 +8,7 @@
 // state ("Database: ..." other than "checking"), 1 otherwise.  t/40-browser.t
 // judges the content.  Bounded: the whole run is killed after 60 s.
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +19,6 @@ if (!url) {
   process.exit(2);
 }
 
-const executablePath = process.env.PLATFORM_CHROMIUM || '/usr/bin/chromium';
 const userDataDir = mkdtempSync(join(tmpdir(), 'platform-chromium-'));
 
 const watchdog = setTimeout(() => {
@@ -33,20 +32,7 @@ let context;
 let ok = false;
 
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    timeout: 30000,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--disable-quic',
-    ],
-  });
+  context = await launch(userDataDir);
 
   const page = context.pages()[0] || await context.newPage();
 

@@ -943,6 +943,56 @@ sub test_certificate {
     return ($crt, $key);
 }
 
+# ---------------------------------------------------------------- sessions
+
+# The platform_session value a response set; in list context also the whole
+# Set-Cookie line.  Nothing when it set none.
+sub session_cookie {
+    my ($self, $r) = @_;
+    my $h = $r->{headers}{'set-cookie'} // return;
+    my @h = ref $h ? @$h : ($h);
+    my ($line) = grep { /^platform_session=/ } @h or return;
+    my ($v) = $line =~ /^platform_session=([^;]*)/;
+    return wantarray ? ($v, $line) : $v;
+}
+
+# A string as an SQL literal.
+sub sql_quote { my ($self, $s) = @_; $s =~ s/'/''/g; "'$s'" }
+
+# The link in the newest mail job queued to EMAIL (the runner need not run).
+sub mail_link {
+    my ($self, $email) = @_;
+    return $self->psql("SELECT payload->'vars'->>'link' FROM jobs.jobs "
+                       . "WHERE kind = 'mail' AND payload->>'to' = "
+                       . $self->sql_quote($email)
+                       . " ORDER BY id DESC LIMIT 1");
+}
+
+# Signs EMAIL in the way a person does, through /api/auth/link and
+# /api/auth/confirm wired as in conf/nginx.conf: request a link, take its
+# token from the mail job, confirm.  Returns the session cookie's value.
+sub sign_in {
+    my ($self, $email) = @_;
+    require JSON::PP;
+    my $json = JSON::PP->new->canonical;
+
+    my $r = $self->req('POST', '/api/auth/link',
+                       body => $json->encode({ email => $email,
+                                               consent_version => 'terms-1' }));
+    die "link for $email: $r->{status} $r->{content}\n" if $r->{status} != 202;
+
+    my ($token) = ($self->mail_link($email) // '')
+        =~ m{/confirm\.html#token=([A-Za-z0-9_-]{43})$}
+        or die "no link for $email\n";
+
+    $r = $self->req('POST', '/api/auth/confirm',
+                    body => $json->encode({ token => $token }));
+    die "confirm for $email: $r->{status} $r->{content}\n"
+        if $r->{status} != 200;
+
+    return scalar $self->session_cookie($r);
+}
+
 package Test::Platform::Sink;
 
 use File::Temp ();

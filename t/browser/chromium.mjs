@@ -1,0 +1,27 @@
+// chromium.mjs: Debian's Chromium, headless, as every page test starts it.
+//
+// launch(userDataDir) gives a playwright-core persistent context.  The
+// flags keep Chromium off the network it would otherwise call home to
+// (closed here) and out of the sandbox it cannot use as root.
+// PLATFORM_CHROMIUM overrides the binary.
+
+import { chromium } from 'playwright-core';
+
+export const executablePath = process.env.PLATFORM_CHROMIUM || '/usr/bin/chromium';
+
+export function launch(userDataDir) {
+  return chromium.launchPersistentContext(userDataDir, {
+    executablePath,
+    headless: true,
+    timeout: 30000,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--disable-quic',
+    ],
+  });
+}
