@@ -72,6 +72,7 @@ $t->http_conf(<<'EOF');
         listen 127.0.0.1:%%PORT%%;
 
         location = /health { platform_query GET api.health(); }
+        location = /version { platform_query GET api.version(); }
 
         location = /echo {
             platform_query GET  api.t_echo($arg_a, $arg_b::int, $platform_body::jsonb);
@@ -147,6 +148,9 @@ my ($r, $j);
 $r = $t->get('/health');
 $j = json_ok($r, 200, 'api.health()');
 is($j->{status}, 'ok', 'api.health() body comes from PostgreSQL');
+
+$j = json_ok($t->get('/version'), 200, 'api.version()');
+is($j->{api_version}, 1, 'api.version() reports the API version');
 is($j->{database}, $t->dbname, 'from the test database');
 
 $j = json_ok($t->get('/jsonb'), 200, 'jsonb result');
