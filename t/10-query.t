@@ -148,10 +148,10 @@ my ($r, $j);
 $r = $t->get('/health');
 $j = json_ok($r, 200, 'api.health()');
 is($j->{status}, 'ok', 'api.health() body comes from PostgreSQL');
+is($j->{database}, $t->dbname, 'from the test database');
 
 $j = json_ok($t->get('/version'), 200, 'api.version()');
 is($j->{api_version}, 1, 'api.version() reports the API version');
-is($j->{database}, $t->dbname, 'from the test database');
 
 $j = json_ok($t->get('/jsonb'), 200, 'jsonb result');
 is_deeply($j, { kind => 'jsonb' }, 'jsonb result body');
