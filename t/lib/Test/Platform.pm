@@ -44,6 +44,11 @@ package Test::Platform;
 #                           lines; placeholders %%PORT%% %%PORT2%%
 #                           %%CONNINFO%% %%TESTDIR%% %%ROOT%% %%PGHOST%%
 #                           %%PGPORT%% %%DBNAME%%
+#   api_conf(AREA..., {VAR => VALUE})    server-block lines that set the
+#                           variables conf/api/*.conf use ($platform_public_url
+#                           = this server, generous link limits; override in
+#                           the hash) and include conf/api/AREA.conf: tests
+#                           run the locations `make run` serves
 #   nginx_t                 (ok, output) of nginx -t
 #   run, reload, stop       start (waits for the ports and workers), HUP and
 #                           wait for new workers, QUIT and check
@@ -162,6 +167,17 @@ sub has_module { -f $_[0]{module} }
 
 sub http_conf { my ($self, $c) = @_; $self->{http_conf} = $c; $self }
 sub main_conf { my ($self, $c) = @_; $self->{main_conf} = $c; $self }
+
+sub api_conf {
+    my ($self, @areas) = @_;
+    my $over = ref $areas[-1] eq 'HASH' ? pop @areas : {};
+
+    my %set = (public_url => 'http://127.0.0.1:%%PORT%%',
+               links_per_email => 100, links_per_ip => 1000, %$over);
+
+    return join('', map({ "set \$platform_$_ $set{$_};\n" } sort keys %set),
+                map({ "include %%ROOT%%/conf/api/$_.conf;\n" } @areas));
+}
 
 # Lines matching qr// are not counted as errors in the error log check.
 sub ignore_log { my ($self, $re) = @_; push @{$self->{ignore_log}}, $re; $self }
