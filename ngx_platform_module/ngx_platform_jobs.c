@@ -11,6 +11,11 @@
  *             events (ngx_platform_smtp.c): MAIL FROM, RCPT TO, the
  *             message rendered by SQL;
  *   webhook   an HTTP(S) POST with libcurl, body and signature from SQL;
+ *   call      an HTTP(S) request with libcurl to a service of nginx.conf
+ *             (platform_jobs_service: base URL, bearer key, headers), the
+ *             method, path, headers and body from SQL; the answer, kept up
+ *             to platform_jobs_response_max_size, is recorded by
+ *             jobs.finish_call(), which hands it to the job's callback;
  *   sql       jobs.run_sql() through the pool (it records the outcome in
  *             the same transaction).
  *
@@ -18,8 +23,9 @@
  * are wrapped with ngx_get_connection() and registered level-triggered
  * (CURLMOPT_SOCKETFUNCTION), its timeouts are an nginx timer
  * (CURLMOPT_TIMERFUNCTION).  libcurl's threaded resolver is never used: a
- * webhook URL that names a host needs its address from the database
- * (CURLOPT_RESOLVE); names are refused otherwise.  Mail does not go
+ * webhook URL that names a host needs its address from the database, a
+ * service's host is resolved when the configuration is read, and either
+ * is handed to libcurl with CURLOPT_RESOLVE.  Mail does not go
  * through libcurl, whose SMTP code waits for some replies outside the
  * event loop; the relay's address is numeric (checked at configuration
  * time).
@@ -39,7 +45,8 @@
 #define NGX_PLATFORM_JOBS_MAIL          0
 #define NGX_PLATFORM_JOBS_WEBHOOK       1
 #define NGX_PLATFORM_JOBS_SQL           2
-#define NGX_PLATFORM_JOBS_KINDS         3
+#define NGX_PLATFORM_JOBS_CALL          3
+#define NGX_PLATFORM_JOBS_KINDS         4
 
 /* a job's life in this worker */
 #define NGX_PLATFORM_JOBS_RUNNING       0     /* transfer or run_sql */
@@ -58,7 +65,9 @@
 #define NGX_PLATFORM_JOBS_COL_BODY      8
 #define NGX_PLATFORM_JOBS_COL_RESOLVE   9
 #define NGX_PLATFORM_JOBS_COL_FUNCTION  10
-#define NGX_PLATFORM_JOBS_COLS          11
+#define NGX_PLATFORM_JOBS_COL_SERVICE   11
+#define NGX_PLATFORM_JOBS_COL_METHOD    12
+#define NGX_PLATFORM_JOBS_COLS          13
 
 
 typedef struct ngx_platform_jobs_runner_s  ngx_platform_jobs_runner_t;
@@ -75,6 +84,16 @@ typedef struct {
     ngx_atomic_t                completed[NGX_PLATFORM_JOBS_KINDS];
     ngx_atomic_t                failed[NGX_PLATFORM_JOBS_KINDS];
 } ngx_platform_jobs_shctx_t;
+
+
+/* platform_jobs_service: where call jobs go */
+typedef struct {
+    ngx_str_t                   name;
+    ngx_str_t                   url;          /* base, no final "/" */
+    char                       *resolve;      /* host:port:addr,... */
+    ngx_array_t                 headers;      /* char *, "Name: value" */
+    unsigned                    bearer:1;
+} ngx_platform_jobs_service_t;
 
 
 typedef struct {
@@ -94,11 +113,15 @@ typedef struct {
     ngx_str_t                   smtp_user;
     ngx_str_t                   smtp_password;
     ngx_str_t                   trusted_certificate;
+    size_t                      response_max_size;
+
+    ngx_array_t                *services;     /* ngx_platform_jobs_service_t */
 
     ngx_platform_smtp_conf_t   *smtp;
 
     ngx_uint_t                  claim_statement;
     ngx_uint_t                  finish_statement;
+    ngx_uint_t                  finish_call_statement;
     ngx_uint_t                  run_sql_statement;
     ngx_uint_t                  stats_statement;
 
@@ -149,20 +172,27 @@ typedef struct {
     u_char                     *attempt;
     time_t                      expires;      /* the lease */
 
-    CURL                       *easy;         /* a webhook */
+    CURL                       *easy;         /* a webhook or a call */
     struct curl_slist          *headers;
     struct curl_slist          *resolve;
     u_char                     *data;         /* request body */
     size_t                      size;
 
+    ngx_str_t                   response;     /* a call's answer */
+    size_t                      response_size;  /* allocated */
+    long                        status;       /* 0: no answer */
+    u_char                      status_text[NGX_INT_T_LEN + 1];
+
     ngx_platform_smtp_t        *smtp;         /* a mail */
 
     unsigned                    ok:1;
     unsigned                    added:1;      /* to the multi handle */
+    unsigned                    too_large:1;  /* the answer */
+    unsigned                    answered:1;   /* for jobs.finish_call() */
     u_char                     *error;
 
     ngx_platform_pg_query_t     query;        /* run_sql or finish */
-    const char                 *values[4];
+    const char                 *values[5];
 
     char                        errbuf[CURL_ERROR_SIZE];
 } ngx_platform_jobs_job_t;
@@ -174,8 +204,11 @@ static char *ngx_platform_jobs(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_platform_jobs_smtp_auth(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_platform_jobs_read_secret(ngx_conf_t *cf,
-    ngx_str_t *name, ngx_str_t *secret);
+static char *ngx_platform_jobs_service(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_platform_jobs_service_url(ngx_conf_t *cf,
+    ngx_platform_jobs_service_t *s, ngx_str_t *url);
+static ngx_int_t ngx_platform_jobs_header_line(ngx_str_t *line);
 static ngx_int_t ngx_platform_jobs_check_url(const char *url,
     const char *schemes, const char **err);
 static ngx_int_t ngx_platform_jobs_statement(ngx_conf_t *cf, char *sql,
@@ -202,14 +235,16 @@ static ngx_int_t ngx_platform_jobs_mail(ngx_platform_jobs_job_t *job,
     PGresult *res, int row);
 static ngx_int_t ngx_platform_jobs_webhook(ngx_platform_jobs_job_t *job,
     PGresult *res, int row);
-static ngx_int_t ngx_platform_jobs_easy(ngx_platform_jobs_job_t *job);
-static ngx_int_t ngx_platform_jobs_add(ngx_platform_jobs_job_t *job);
+static ngx_int_t ngx_platform_jobs_call(ngx_platform_jobs_job_t *job,
+    PGresult *res, int row);
+static ngx_int_t ngx_platform_jobs_request(ngx_platform_jobs_job_t *job,
+    u_char *url, u_char *method);
 static ngx_int_t ngx_platform_jobs_list(struct curl_slist **list,
     u_char *text);
 static void ngx_platform_jobs_mail_done(ngx_platform_smtp_t *s);
 static void ngx_platform_jobs_run_sql(ngx_platform_jobs_job_t *job);
 static void ngx_platform_jobs_run_sql_done(ngx_platform_pg_query_t *q);
-static size_t ngx_platform_jobs_discard(char *buf, size_t size, size_t n,
+static size_t ngx_platform_jobs_response(char *buf, size_t size, size_t n,
     void *data);
 
 static int ngx_platform_jobs_socket(CURL *easy, curl_socket_t s, int what,
@@ -224,8 +259,12 @@ static void ngx_platform_jobs_action(ngx_platform_jobs_runner_t *rt,
 static void ngx_platform_jobs_transfers_done(ngx_platform_jobs_runner_t *rt);
 static void ngx_platform_jobs_abandon(ngx_platform_jobs_runner_t *rt);
 
+static void ngx_platform_jobs_ended(ngx_platform_jobs_job_t *job,
+    long status, u_char *error);
 static void ngx_platform_jobs_done(ngx_platform_jobs_job_t *job,
     ngx_uint_t ok, u_char *error);
+static void ngx_platform_jobs_set_error(ngx_platform_jobs_job_t *job,
+    u_char *error);
 static void ngx_platform_jobs_record(ngx_platform_jobs_job_t *job);
 static void ngx_platform_jobs_record_done(ngx_platform_pg_query_t *q);
 static void ngx_platform_jobs_free(ngx_platform_jobs_job_t *job);
@@ -249,7 +288,7 @@ static ngx_conf_enum_t  ngx_platform_jobs_starttls[] = {
 
 
 static const char  *ngx_platform_jobs_kinds[] = {
-    "mail", "webhook", "sql"
+    "mail", "webhook", "sql", "call"
 };
 
 
@@ -332,6 +371,20 @@ static ngx_command_t  ngx_platform_jobs_commands[] = {
       offsetof(ngx_platform_jobs_main_conf_t, trusted_certificate),
       NULL },
 
+    { ngx_string("platform_jobs_service"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_platform_jobs_service,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("platform_jobs_response_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_platform_jobs_main_conf_t, response_max_size),
+      NULL },
+
       ngx_null_command
 };
 
@@ -390,6 +443,7 @@ ngx_platform_jobs_create_main_conf(ngx_conf_t *cf)
      *     jmcf->smtp_user = { 0, NULL };
      *     jmcf->smtp_password = { 0, NULL };
      *     jmcf->trusted_certificate = { 0, NULL };
+     *     jmcf->services = NULL;
      *     jmcf->smtp = NULL;
      *     jmcf->shm_zone = NULL;
      *     jmcf->sh = NULL;
@@ -403,6 +457,7 @@ ngx_platform_jobs_create_main_conf(ngx_conf_t *cf)
     jmcf->timeout = NGX_CONF_UNSET_MSEC;
     jmcf->workers = NGX_CONF_UNSET_UINT;
     jmcf->smtp_starttls = NGX_CONF_UNSET_UINT;
+    jmcf->response_max_size = NGX_CONF_UNSET_SIZE;
 
     return jmcf;
 }
@@ -425,6 +480,7 @@ ngx_platform_jobs_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(jmcf->workers, 1);
     ngx_conf_init_uint_value(jmcf->smtp_starttls,
                              NGX_PLATFORM_SMTP_STARTTLS_OFF);
+    ngx_conf_init_size_value(jmcf->response_max_size, 1024 * 1024);
 
     if (jmcf->smtp_url.data == NULL) {
         ngx_str_set(&jmcf->smtp_url, "smtp://127.0.0.1:25");
@@ -521,12 +577,15 @@ ngx_platform_jobs_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (ngx_platform_jobs_statement(cf,
             "SELECT id, kind, attempt, mail_from, rcpt_to, message, url, "
-            "headers, body, resolve, sql_function "
+            "headers, body, resolve, sql_function, service, method "
             "FROM jobs.claim($1, $2::int, $3::int, $4)",
             &jmcf->claim_statement) != NGX_OK
         || ngx_platform_jobs_statement(cf,
             "SELECT jobs.finish($1::bigint, $2::boolean, $3, $4::int)",
             &jmcf->finish_statement) != NGX_OK
+        || ngx_platform_jobs_statement(cf,
+            "SELECT jobs.finish_call($1::bigint, $2::int, $3::int, $4, $5)",
+            &jmcf->finish_call_statement) != NGX_OK
         || ngx_platform_jobs_statement(cf,
             "SELECT jobs.run_sql($1::bigint, $2::int)",
             &jmcf->run_sql_statement) != NGX_OK
@@ -600,7 +659,7 @@ ngx_platform_jobs_smtp_auth(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     jmcf->smtp_user = value[1];
 
-    if (ngx_platform_jobs_read_secret(cf, &value[2], &jmcf->smtp_password)
+    if (ngx_platform_read_secret(cf, &value[2], &jmcf->smtp_password)
         != NGX_OK)
     {
         return NGX_CONF_ERROR;
@@ -610,11 +669,14 @@ ngx_platform_jobs_smtp_auth(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* a password file: one line, at most 1024 bytes, never logged */
+/*
+ * A secret's file (a password, an API key, a webhook's signing secret):
+ * one line of at most 1024 bytes, a final line break dropped; a relative
+ * name is relative to the configuration's directory.  Never logged.
+ */
 
-static ngx_int_t
-ngx_platform_jobs_read_secret(ngx_conf_t *cf, ngx_str_t *name,
-    ngx_str_t *secret)
+ngx_int_t
+ngx_platform_read_secret(ngx_conf_t *cf, ngx_str_t *name, ngx_str_t *secret)
 {
     u_char           *buf, *p;
     size_t            size;
@@ -651,7 +713,7 @@ ngx_platform_jobs_read_secret(ngx_conf_t *cf, ngx_str_t *name,
 
     if (size == 0 || size > 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "password file \"%V\" must hold 1 to 1024 bytes",
+                           "secret file \"%V\" must hold 1 to 1024 bytes",
                            name);
         goto done;
     }
@@ -686,7 +748,7 @@ ngx_platform_jobs_read_secret(ngx_conf_t *cf, ngx_str_t *name,
 
     if (size == 0 || p != buf + size) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "password file \"%V\" must hold one line", name);
+                           "secret file \"%V\" must hold one line", name);
         goto done;
     }
 
@@ -705,6 +767,303 @@ done:
     }
 
     return rc;
+}
+
+
+/*
+ * platform_jobs_service NAME URL [bearer=FILE] [header="Name: value"]...
+ * Where call jobs naming NAME go.
+ */
+
+static char *
+ngx_platform_jobs_service(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_platform_jobs_main_conf_t *jmcf = conf;
+
+    char                         **h;
+    u_char                        *p;
+    ngx_str_t                     *value, file, key;
+    ngx_uint_t                     i;
+    ngx_platform_jobs_service_t   *s;
+
+    value = cf->args->elts;
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')
+              || *p == '_'))
+        {
+            break;
+        }
+    }
+
+    if (value[1].len == 0 || value[1].len > 32
+        || p != value[1].data + value[1].len)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid service name \"%V\" in "
+                           "platform_jobs_service: 1 to 32 characters a-z, "
+                           "0-9 or _", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (jmcf->services == NULL) {
+        jmcf->services = ngx_array_create(cf->pool, 2,
+                                          sizeof(ngx_platform_jobs_service_t));
+        if (jmcf->services == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    s = jmcf->services->elts;
+
+    for (i = 0; i < jmcf->services->nelts; i++) {
+        if (s[i].name.len == value[1].len
+            && ngx_strncmp(s[i].name.data, value[1].data, value[1].len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate platform_jobs_service \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    s = ngx_array_push(jmcf->services);
+    if (s == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(s, sizeof(ngx_platform_jobs_service_t));
+    s->name = value[1];
+
+    if (ngx_array_init(&s->headers, cf->pool, 2, sizeof(char *)) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_platform_jobs_service_url(cf, s, &value[2]) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 3; i < cf->args->nelts; i++) {
+
+        h = ngx_array_push(&s->headers);
+        if (h == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_strncmp(value[i].data, "bearer=", 7) == 0) {
+            if (s->bearer) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "duplicate bearer= in "
+                                   "platform_jobs_service \"%V\"", &s->name);
+                return NGX_CONF_ERROR;
+            }
+
+            file.data = value[i].data + 7;
+            file.len = value[i].len - 7;
+
+            if (ngx_platform_read_secret(cf, &file, &key) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            p = ngx_pnalloc(cf->pool, sizeof("Authorization: Bearer ")
+                                      + key.len);
+            if (p == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            *ngx_sprintf(p, "Authorization: Bearer %V", &key) = '\0';
+
+            *h = (char *) p;
+            s->bearer = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "header=", 7) == 0) {
+            value[i].data += 7;
+            value[i].len -= 7;
+
+            if (ngx_platform_jobs_header_line(&value[i]) != NGX_OK) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid header \"%V\" in "
+                                   "platform_jobs_service \"%V\": "
+                                   "\"Name: value\" is expected",
+                                   &value[i], &s->name);
+                return NGX_CONF_ERROR;
+            }
+
+            /* the configuration's words end with '\0' */
+            *h = (char *) value[i].data;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in "
+                           "platform_jobs_service \"%V\"",
+                           &value[i], &s->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * A service's base URL: http or https, no user, query or fragment.  A host
+ * name is resolved now, as proxy_pass does for a static name, so that
+ * workers never resolve: libcurl gets the addresses with CURLOPT_RESOLVE.
+ */
+
+static char *
+ngx_platform_jobs_service_url(ngx_conf_t *cf, ngx_platform_jobs_service_t *s,
+    ngx_str_t *url)
+{
+    char        *host, *port, *part;
+    u_char      *p, *last;
+    size_t       len;
+    CURLU       *u;
+    ngx_int_t    rc;
+    ngx_url_t    addr;
+    ngx_uint_t   i;
+    const char  *err;
+    CURLUcode    uc;
+
+    rc = ngx_platform_jobs_check_url((char *) url->data, "http,https", &err);
+
+    if (rc == NGX_ERROR) {
+        goto invalid;
+    }
+
+    u = curl_url();
+    if (u == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    host = NULL;
+    port = NULL;
+    part = NULL;
+    err = NULL;
+
+    if (curl_url_set(u, CURLUPART_URL, (char *) url->data, 0) != CURLUE_OK
+        || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK
+        || curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT)
+           != CURLUE_OK)
+    {
+        err = "not a URL";
+
+    } else if ((uc = curl_url_get(u, CURLUPART_USER, &part, 0))
+               != CURLUE_NO_USER)
+    {
+        err = (uc == CURLUE_OK) ? "a user name is not allowed: use bearer= "
+                                  "or header=" : "not a URL";
+
+    } else if (curl_url_get(u, CURLUPART_QUERY, &part, 0) != CURLUE_NO_QUERY
+               || curl_url_get(u, CURLUPART_FRAGMENT, &part, 0)
+                  != CURLUE_NO_FRAGMENT)
+    {
+        err = "a query or fragment is not allowed";
+    }
+
+    curl_free(part);
+    curl_url_cleanup(u);
+
+    if (err == NULL && rc == NGX_DECLINED) {
+
+        /* a host name */
+
+        ngx_memzero(&addr, sizeof(ngx_url_t));
+        addr.host.data = (u_char *) host;
+        addr.host.len = ngx_strlen(host);
+        addr.port = (in_port_t) ngx_atoi((u_char *) port, ngx_strlen(port));
+
+        if (ngx_inet_resolve_host(cf->pool, &addr) != NGX_OK) {
+            err = addr.err ? addr.err : "host not found";
+
+        } else {
+            len = addr.host.len + ngx_strlen(port) + 2
+                  + addr.naddrs * (NGX_SOCKADDR_STRLEN + 3);
+
+            p = ngx_pnalloc(cf->pool, len);
+            if (p == NULL) {
+                err = "out of memory";
+
+            } else {
+                s->resolve = (char *) p;
+                last = p + len;
+
+                p = ngx_sprintf(p, "%s:%s:", host, port);
+
+                for (i = 0; i < addr.naddrs; i++) {
+                    if (i) {
+                        *p++ = ',';
+                    }
+
+                    if (addr.addrs[i].sockaddr->sa_family == AF_INET6) {
+                        *p++ = '[';
+                    }
+
+                    p += ngx_sock_ntop(addr.addrs[i].sockaddr,
+                                       addr.addrs[i].socklen, p,
+                                       last - p - 3, 0);
+
+                    if (addr.addrs[i].sockaddr->sa_family == AF_INET6) {
+                        *p++ = ']';
+                    }
+                }
+
+                *p = '\0';
+            }
+        }
+    }
+
+    curl_free(host);
+    curl_free(port);
+
+    if (err) {
+        goto invalid;
+    }
+
+    s->url = *url;
+
+    while (s->url.len && s->url.data[s->url.len - 1] == '/') {
+        s->url.len--;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid URL \"%V\" in platform_jobs_service \"%V\": "
+                       "%s", url, &s->name, err);
+    return NGX_CONF_ERROR;
+}
+
+
+/* "Name: value": a token, a colon, printable text */
+
+static ngx_int_t
+ngx_platform_jobs_header_line(ngx_str_t *line)
+{
+    u_char  *p, *last;
+
+    p = line->data;
+    last = p + line->len;
+
+    while (p < last && *p > ' ' && *p < 0x7f && *p != ':') {
+        p++;
+    }
+
+    if (p == line->data || p == last || *p != ':') {
+        return NGX_ERROR;
+    }
+
+    for (p++; p < last; p++) {
+        if ((*p < ' ' && *p != '\t') || *p == 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1318,6 +1677,10 @@ ngx_platform_jobs_start(ngx_platform_jobs_runner_t *rt, PGresult *res,
         job->kind = NGX_PLATFORM_JOBS_WEBHOOK;
         rc = ngx_platform_jobs_webhook(job, res, row);
 
+    } else if (ngx_strcmp(kind, "call") == 0) {
+        job->kind = NGX_PLATFORM_JOBS_CALL;
+        rc = ngx_platform_jobs_call(job, res, row);
+
     } else if (ngx_strcmp(kind, "sql") == 0) {
         job->kind = NGX_PLATFORM_JOBS_SQL;
         ngx_platform_jobs_run_sql(job);
@@ -1332,8 +1695,8 @@ ngx_platform_jobs_start(ngx_platform_jobs_runner_t *rt, PGresult *res,
     }
 
     if (rc == NGX_ERROR) {
-        /* the error is set */
-        ngx_platform_jobs_done(job, 0, job->error);
+        /* the error is set: as if there had been no answer */
+        ngx_platform_jobs_ended(job, 0, job->error);
         return;
     }
 
@@ -1438,11 +1801,9 @@ static ngx_int_t
 ngx_platform_jobs_webhook(ngx_platform_jobs_job_t *job, PGresult *res,
     int row)
 {
-    u_char             *url, *headers, *resolve;
-    CURL               *easy;
-    ngx_int_t           rc;
-    const char         *err;
-    struct curl_slist  *l;
+    u_char      *url, *headers, *resolve;
+    ngx_int_t    rc;
+    const char  *err;
 
     url = ngx_platform_jobs_field(job, res, row, NGX_PLATFORM_JOBS_COL_URL);
     headers = ngx_platform_jobs_field(job, res, row,
@@ -1456,8 +1817,6 @@ ngx_platform_jobs_webhook(ngx_platform_jobs_job_t *job, PGresult *res,
         job->error = (u_char *) "claim returned no request";
         return NGX_ERROR;
     }
-
-    job->size = ngx_strlen(job->data);
 
     rc = ngx_platform_jobs_check_url((char *) url, "http,https", &err);
 
@@ -1481,6 +1840,124 @@ ngx_platform_jobs_webhook(ngx_platform_jobs_job_t *job, PGresult *res,
         return NGX_ERROR;
     }
 
+    return ngx_platform_jobs_request(job, url, (u_char *) "POST");
+}
+
+
+/* a call: the service from nginx.conf, the request from SQL */
+
+static ngx_int_t
+ngx_platform_jobs_call(ngx_platform_jobs_job_t *job, PGresult *res, int row)
+{
+    char                          **h;
+    u_char                         *name, *method, *path, *headers, *url;
+    size_t                          len;
+    ngx_uint_t                      i, n;
+    struct curl_slist              *l;
+    ngx_platform_jobs_service_t    *s;
+    ngx_platform_jobs_main_conf_t  *jmcf;
+
+    jmcf = job->runner->jmcf;
+
+    name = ngx_platform_jobs_field(job, res, row,
+                                   NGX_PLATFORM_JOBS_COL_SERVICE);
+    method = ngx_platform_jobs_field(job, res, row,
+                                     NGX_PLATFORM_JOBS_COL_METHOD);
+    path = ngx_platform_jobs_field(job, res, row, NGX_PLATFORM_JOBS_COL_URL);
+    headers = ngx_platform_jobs_field(job, res, row,
+                                      NGX_PLATFORM_JOBS_COL_HEADERS);
+    job->data = ngx_platform_jobs_field(job, res, row,
+                                        NGX_PLATFORM_JOBS_COL_BODY);
+
+    if (name == NULL || method == NULL || path == NULL || path[0] != '/') {
+        job->error = (u_char *) "claim returned no request";
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(name);
+    s = NULL;
+    n = jmcf->services ? jmcf->services->nelts : 0;
+
+    for (i = 0; i < n; i++) {
+        s = (ngx_platform_jobs_service_t *) jmcf->services->elts + i;
+
+        if (s->name.len == len && ngx_strncmp(s->name.data, name, len) == 0) {
+            break;
+        }
+    }
+
+    if (i == n) {
+        job->error = ngx_pnalloc(job->pool, sizeof("unknown service \"\": "
+                                                   "nginx.conf has no "
+                                                   "platform_jobs_service "
+                                                   "of this name")
+                                            + len);
+        if (job->error) {
+            ngx_sprintf(job->error, "unknown service \"%s\": nginx.conf has "
+                        "no platform_jobs_service of this name%Z", name);
+        }
+
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(path);
+
+    url = ngx_pnalloc(job->pool, s->url.len + len + 1);
+    if (url == NULL) {
+        job->error = (u_char *) "out of memory";
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(url, "%V%s%Z", &s->url, path);
+
+    /* the request's headers, then the service's (Authorization among them) */
+
+    if (headers && ngx_platform_jobs_list(&job->headers, headers) != NGX_OK) {
+        job->error = (u_char *) "out of memory";
+        return NGX_ERROR;
+    }
+
+    h = s->headers.elts;
+
+    for (i = 0; i < s->headers.nelts; i++) {
+        l = curl_slist_append(job->headers, h[i]);
+        if (l == NULL) {
+            job->error = (u_char *) "out of memory";
+            return NGX_ERROR;
+        }
+
+        job->headers = l;
+    }
+
+    if (s->resolve) {
+        job->resolve = curl_slist_append(NULL, s->resolve);
+        if (job->resolve == NULL) {
+            job->error = (u_char *) "out of memory";
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_platform_jobs_request(job, url, method);
+}
+
+
+/*
+ * An HTTP request on the multi handle: the URL, the method, job->headers,
+ * job->resolve, and job->data as the body (none when NULL).
+ */
+
+static ngx_int_t
+ngx_platform_jobs_request(ngx_platform_jobs_job_t *job, u_char *url,
+    u_char *method)
+{
+    CURL                           *easy;
+    struct curl_slist              *l;
+    ngx_platform_jobs_runner_t     *rt;
+    ngx_platform_jobs_main_conf_t  *jmcf;
+
+    rt = job->runner;
+    jmcf = rt->jmcf;
+
     /* no "Expect: 100-continue" round trip before a large body */
 
     l = curl_slist_append(job->headers, "Expect:");
@@ -1490,53 +1967,6 @@ ngx_platform_jobs_webhook(ngx_platform_jobs_job_t *job, PGresult *res,
     }
 
     job->headers = l;
-
-    if (ngx_platform_jobs_easy(job) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    easy = job->easy;
-
-    if (curl_easy_setopt(easy, CURLOPT_URL, url) != CURLE_OK
-#if (LIBCURL_VERSION_NUM >= 0x075500)
-        || curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https")
-           != CURLE_OK
-#else
-        || curl_easy_setopt(easy, CURLOPT_PROTOCOLS,
-                            (long) (CURLPROTO_HTTP|CURLPROTO_HTTPS))
-           != CURLE_OK
-#endif
-        || curl_easy_setopt(easy, CURLOPT_POST, 1L) != CURLE_OK
-        || curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job->data) != CURLE_OK
-        || curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                            (curl_off_t) job->size) != CURLE_OK
-        || curl_easy_setopt(easy, CURLOPT_HTTPHEADER, job->headers)
-           != CURLE_OK
-        || curl_easy_setopt(easy, CURLOPT_USERAGENT, "nginx-platform-jobs/1")
-           != CURLE_OK
-        || curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION,
-                            ngx_platform_jobs_discard) != CURLE_OK
-        || (job->resolve
-            && curl_easy_setopt(easy, CURLOPT_RESOLVE, job->resolve)
-               != CURLE_OK))
-    {
-        job->error = (u_char *) "libcurl refused an HTTP option";
-        return NGX_ERROR;
-    }
-
-    return ngx_platform_jobs_add(job);
-}
-
-
-/* options every transfer has */
-
-static ngx_int_t
-ngx_platform_jobs_easy(ngx_platform_jobs_job_t *job)
-{
-    CURL                           *easy;
-    ngx_platform_jobs_main_conf_t  *jmcf;
-
-    jmcf = job->runner->jmcf;
 
     easy = curl_easy_init();
     if (easy == NULL) {
@@ -1559,36 +1989,61 @@ ngx_platform_jobs_easy(ngx_platform_jobs_job_t *job)
         || curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) jmcf->timeout)
            != CURLE_OK
         || curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
-                            (long) jmcf->timeout) != CURLE_OK)
+                            (long) jmcf->timeout) != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_URL, url) != CURLE_OK
+#if (LIBCURL_VERSION_NUM >= 0x075500)
+        || curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https")
+           != CURLE_OK
+#else
+        || curl_easy_setopt(easy, CURLOPT_PROTOCOLS,
+                            (long) (CURLPROTO_HTTP|CURLPROTO_HTTPS))
+           != CURLE_OK
+#endif
+        || curl_easy_setopt(easy, CURLOPT_HTTPHEADER, job->headers)
+           != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_USERAGENT, "nginx-platform-jobs/1")
+           != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION,
+                            ngx_platform_jobs_response) != CURLE_OK
+        || curl_easy_setopt(easy, CURLOPT_WRITEDATA, job) != CURLE_OK
+        || (job->resolve
+            && curl_easy_setopt(easy, CURLOPT_RESOLVE, job->resolve)
+               != CURLE_OK)
+        || (jmcf->trusted_certificate.data
+            && curl_easy_setopt(easy, CURLOPT_CAINFO,
+                                jmcf->trusted_certificate.data)
+               != CURLE_OK))
     {
-        job->error = (u_char *) "libcurl refused an option";
+        job->error = (u_char *) "libcurl refused an HTTP option";
         return NGX_ERROR;
     }
 
-    if (jmcf->trusted_certificate.data
-        && curl_easy_setopt(easy, CURLOPT_CAINFO,
-                            jmcf->trusted_certificate.data)
-           != CURLE_OK)
+    if (job->data) {
+        job->size = ngx_strlen(job->data);
+
+        if (curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job->data) != CURLE_OK
+            || curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                                (curl_off_t) job->size) != CURLE_OK
+            || (ngx_strcmp(method, "POST") != 0
+                && curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method)
+                   != CURLE_OK))
+        {
+            job->error = (u_char *) "libcurl refused the request body";
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_strcmp(method, "GET") != 0
+               && curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method)
+                  != CURLE_OK)
     {
-        job->error = (u_char *) "libcurl refused the trusted certificates";
+        job->error = (u_char *) "libcurl refused the method";
         return NGX_ERROR;
     }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_platform_jobs_add(ngx_platform_jobs_job_t *job)
-{
-    ngx_platform_jobs_runner_t  *rt;
-
-    rt = job->runner;
 
     /* before: adding calls the timer function, which looks at the count */
     rt->ntransfers++;
 
-    if (curl_multi_add_handle(rt->multi, job->easy) != CURLM_OK) {
+    if (curl_multi_add_handle(rt->multi, easy) != CURLM_OK) {
         rt->ntransfers--;
         job->error = (u_char *) "curl_multi_add_handle() failed";
         return NGX_ERROR;
@@ -1707,10 +2162,58 @@ ngx_platform_jobs_run_sql_done(ngx_platform_pg_query_t *q)
 }
 
 
+/*
+ * libcurl's write function: a call's answer is kept, up to
+ * platform_jobs_response_max_size (then the transfer stops); a webhook's
+ * is dropped.
+ */
+
 static size_t
-ngx_platform_jobs_discard(char *buf, size_t size, size_t n, void *data)
+ngx_platform_jobs_response(char *buf, size_t size, size_t n, void *data)
 {
-    return size * n;
+    ngx_platform_jobs_job_t *job = data;
+
+    u_char  *p;
+    size_t   len, max, alloc;
+
+    len = size * n;
+
+    if (job->kind != NGX_PLATFORM_JOBS_CALL) {
+        return len;
+    }
+
+    max = job->runner->jmcf->response_max_size;
+
+    if (len > max - job->response.len) {
+        job->too_large = 1;
+        return 0;
+    }
+
+    /* room for the answer and a '\0' */
+
+    if (job->response.len + len >= job->response_size) {
+        alloc = ngx_max(job->response_size * 2, 4096);
+        alloc = ngx_max(alloc, job->response.len + len + 1);
+        alloc = ngx_min(alloc, max + 1);
+
+        p = ngx_pnalloc(job->pool, alloc);
+        if (p == NULL) {
+            return 0;
+        }
+
+        if (job->response.data) {
+            ngx_memcpy(p, job->response.data, job->response.len);
+            ngx_pfree(job->pool, job->response.data);
+        }
+
+        job->response.data = p;
+        job->response_size = alloc;
+    }
+
+    ngx_memcpy(job->response.data + job->response.len, buf, len);
+    job->response.len += len;
+
+    return len;
 }
 
 
@@ -1859,7 +2362,6 @@ ngx_platform_jobs_transfers_done(ngx_platform_jobs_runner_t *rt)
     u_char                   *error;
     CURLMsg                  *msg;
     CURLcode                  rc;
-    ngx_uint_t                ok;
     ngx_platform_jobs_job_t  *job;
 
     while ((msg = curl_multi_info_read(rt->multi, &left)) != NULL) {
@@ -1886,40 +2388,38 @@ ngx_platform_jobs_transfers_done(ngx_platform_jobs_runner_t *rt)
         job->easy = NULL;
         curl_easy_cleanup(easy);
 
-        ok = 0;
-        error = NULL;
-
-        if (rc != CURLE_OK) {
-            p = job->errbuf[0] ? job->errbuf : (char *) curl_easy_strerror(rc);
-
-            /* libcurl's text may not name the relay's reply: add it */
-
-            error = ngx_pnalloc(job->pool, ngx_strlen(p)
-                                           + sizeof(" (last reply )")
-                                           + NGX_INT_T_LEN);
-            if (error) {
-                if (status > 0) {
-                    ngx_sprintf(error, "%s (last reply %l)%Z", p, status);
-
-                } else {
-                    ngx_sprintf(error, "%s%Z", p);
-                }
-            }
-
-        } else if (job->kind == NGX_PLATFORM_JOBS_WEBHOOK
-                   && (status < 200 || status > 299))
-        {
-            error = ngx_pnalloc(job->pool,
-                                sizeof("HTTP status ") + NGX_INT_T_LEN);
-            if (error) {
-                ngx_sprintf(error, "HTTP status %l%Z", status);
-            }
-
-        } else {
-            ok = 1;
+        if (rc == CURLE_OK) {
+            ngx_platform_jobs_ended(job, status, NULL);
+            continue;
         }
 
-        ngx_platform_jobs_done(job, ok, error);
+        p = job->errbuf[0] ? job->errbuf : (char *) curl_easy_strerror(rc);
+
+        /* libcurl's text may not name the receiver's answer: add it */
+
+        error = ngx_pnalloc(job->pool, ngx_strlen(p)
+                                       + sizeof(" (last reply )")
+                                       + NGX_INT_T_LEN
+                                       + sizeof("the response is larger "
+                                                "than platform_jobs_"
+                                                "response_max_size ( "
+                                                "bytes)"));
+        if (error == NULL) {
+            error = (u_char *) "failed";
+
+        } else if (job->too_large) {
+            ngx_sprintf(error, "the response is larger than "
+                        "platform_jobs_response_max_size (%uz bytes)%Z",
+                        rt->jmcf->response_max_size);
+
+        } else if (status > 0) {
+            ngx_sprintf(error, "%s (last reply %l)%Z", p, status);
+
+        } else {
+            ngx_sprintf(error, "%s%Z", p);
+        }
+
+        ngx_platform_jobs_ended(job, 0, error);
     }
 
     if (rt->ntransfers == 0) {
@@ -1965,11 +2465,60 @@ ngx_platform_jobs_abandon(ngx_platform_jobs_runner_t *rt)
 /* outcomes */
 
 
+/*
+ * A request is over (or could not be made): status is the HTTP status, 0
+ * when there was no answer, and then error says why.  A webhook succeeded
+ * with a 2xx answer; a call's outcome is decided by jobs.finish_call().
+ */
+
+static void
+ngx_platform_jobs_ended(ngx_platform_jobs_job_t *job, long status,
+    u_char *error)
+{
+    if (job->kind == NGX_PLATFORM_JOBS_CALL) {
+
+        if (status > 0
+            && job->response.len
+            && ngx_strlchr(job->response.data,
+                           job->response.data + job->response.len, '\0'))
+        {
+            status = 0;
+            error = (u_char *) "the response holds a NUL byte";
+        }
+
+        if (job->response.data) {
+            job->response.data[job->response.len] = '\0';
+        }
+
+        job->status = status;
+        *ngx_sprintf(job->status_text, "%l", status) = '\0';
+        job->answered = 1;
+
+        ngx_platform_jobs_set_error(job, error);
+        ngx_platform_jobs_record(job);
+        return;
+    }
+
+    if (error == NULL && (status < 200 || status > 299)) {
+        error = ngx_pnalloc(job->pool, sizeof("HTTP status ") + NGX_INT_T_LEN);
+        if (error) {
+            ngx_sprintf(error, "HTTP status %l%Z", status);
+
+        } else {
+            error = (u_char *) "failed";
+        }
+    }
+
+    ngx_platform_jobs_done(job, error == NULL, error);
+}
+
+
+/* counts and logs an attempt's outcome, and records it unless it is */
+
 static void
 ngx_platform_jobs_done(ngx_platform_jobs_job_t *job, ngx_uint_t ok,
     u_char *error)
 {
-    size_t                       len;
     ngx_platform_jobs_shctx_t   *sh;
     ngx_platform_jobs_runner_t  *rt;
 
@@ -1990,30 +2539,7 @@ ngx_platform_jobs_done(ngx_platform_jobs_job_t *job, ngx_uint_t ok,
                        job->id, job->attempt);
 
     } else {
-        if (error == NULL) {
-            error = (u_char *) "failed";
-        }
-
-        len = ngx_strlen(error);
-
-        while (len && (error[len - 1] == LF || error[len - 1] == CR
-                       || error[len - 1] == ' '))
-        {
-            len--;
-        }
-
-        len = ngx_min(len, 1000);
-
-        /* a copy: the error may live in a result or buffer about to go */
-
-        job->error = ngx_pnalloc(job->pool, len + 1);
-
-        if (job->error == NULL) {
-            job->error = (u_char *) "failed";
-
-        } else {
-            *ngx_cpymem(job->error, error, len) = '\0';
-        }
+        ngx_platform_jobs_set_error(job, error ? error : (u_char *) "failed");
 
         if (sh) {
             (void) ngx_atomic_fetch_add(&sh->failed[job->kind], 1);
@@ -2031,6 +2557,39 @@ ngx_platform_jobs_done(ngx_platform_jobs_job_t *job, ngx_uint_t ok,
 }
 
 
+/* a copy: the error may live in a result or buffer about to go */
+
+static void
+ngx_platform_jobs_set_error(ngx_platform_jobs_job_t *job, u_char *error)
+{
+    size_t  len;
+
+    if (error == NULL) {
+        job->error = NULL;
+        return;
+    }
+
+    len = ngx_strlen(error);
+
+    while (len && (error[len - 1] == LF || error[len - 1] == CR
+                   || error[len - 1] == ' '))
+    {
+        len--;
+    }
+
+    len = ngx_min(len, 1000);
+
+    job->error = ngx_pnalloc(job->pool, len + 1);
+
+    if (job->error == NULL) {
+        job->error = (u_char *) "failed";
+
+    } else {
+        *ngx_cpymem(job->error, error, len) = '\0';
+    }
+}
+
+
 static void
 ngx_platform_jobs_record(ngx_platform_jobs_job_t *job)
 {
@@ -2040,14 +2599,31 @@ ngx_platform_jobs_record(ngx_platform_jobs_job_t *job)
     rt = job->runner;
     q = &job->query;
 
-    job->values[0] = (char *) job->id;
-    job->values[1] = job->ok ? "t" : "f";
-    job->values[2] = (char *) job->error;
-    job->values[3] = (char *) job->attempt;
+    if (job->answered) {
+        /* a call: jobs.finish_call() runs the callback and decides */
+
+        job->values[0] = (char *) job->id;
+        job->values[1] = (char *) job->attempt;
+        job->values[2] = (char *) job->status_text;
+        job->values[3] = job->status ? (job->response.data
+                                        ? (char *) job->response.data : "")
+                                     : NULL;
+        job->values[4] = (char *) job->error;
+
+        q->statement = rt->jmcf->finish_call_statement;
+        q->nparams = 5;
+
+    } else {
+        job->values[0] = (char *) job->id;
+        job->values[1] = job->ok ? "t" : "f";
+        job->values[2] = (char *) job->error;
+        job->values[3] = (char *) job->attempt;
+
+        q->statement = rt->jmcf->finish_statement;
+        q->nparams = 4;
+    }
 
     q->upstream = rt->jmcf->upstream;
-    q->statement = rt->jmcf->finish_statement;
-    q->nparams = 4;
     q->values = job->values;
     q->handler = ngx_platform_jobs_record_done;
     q->data = job;
@@ -2089,7 +2665,30 @@ ngx_platform_jobs_record_done(ngx_platform_pg_query_t *q)
         return;
     }
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+    if (job->answered) {
+        job->answered = 0;
+
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+            /* rolled back: the attempt is recorded as failed */
+            ngx_log_error(NGX_LOG_ERR, rt->log, 0,
+                          "platform_jobs: job %s: jobs.finish_call() "
+                          "failed: %s", job->id, PQresultErrorMessage(res));
+
+            job->state = NGX_PLATFORM_JOBS_RUNNING;
+            ngx_platform_jobs_done(job, 0,
+                                   (u_char *) PQresultErrorMessage(res));
+            PQclear(res);
+            return;
+        }
+
+        /* recorded: NULL when the job is done, else the error */
+
+        ngx_platform_jobs_done(job, PQgetisnull(res, 0, 0),
+                               (u_char *) PQgetvalue(res, 0, 0));
+
+    } else if (PQresultStatus(res) != PGRES_TUPLES_OK
+               || PQntuples(res) != 1)
+    {
         ngx_log_error(NGX_LOG_ERR, rt->log, 0,
                       "platform_jobs: job %s: jobs.finish() failed: %s",
                       job->id, PQresultErrorMessage(res));

@@ -35,6 +35,10 @@ ngx_int_t ngx_platform_statement_add(ngx_conf_t *cf, ngx_str_t *sql);
 ngx_int_t ngx_platform_add_variables(ngx_conf_t *cf,
     ngx_http_variable_t *vars);
 
+/* a secret's file: one line, read at configuration time, never logged */
+ngx_int_t ngx_platform_read_secret(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *secret);
+
 /* errors: SQLSTATE mapping and JSON error responses */
 ngx_uint_t ngx_platform_sqlstate_status(const char *sqlstate);
 ngx_uint_t ngx_platform_error_class(const char *sqlstate);
@@ -56,12 +60,17 @@ void ngx_platform_socket_release(ngx_connection_t *c, ngx_uint_t closing);
 ngx_int_t ngx_platform_session_respond(ngx_http_request_t *r, u_char *data,
     size_t len);
 
+/* platform_webhook_signature: NGX_DECLINED lets the query run */
+ngx_int_t ngx_platform_signature_check(ngx_http_request_t *r,
+    ngx_str_t *body);
+
 
 extern ngx_module_t  ngx_platform_module;
 extern ngx_module_t  ngx_platform_query_module;
 extern ngx_module_t  ngx_platform_status_module;
 extern ngx_module_t  ngx_platform_auth_module;
 extern ngx_module_t  ngx_platform_jobs_module;
+extern ngx_module_t  ngx_platform_signature_module;
 
 
 #endif /* _NGX_PLATFORM_MODULE_H_INCLUDED_ */

@@ -304,11 +304,20 @@ static ngx_int_t
 ngx_platform_query_start(ngx_http_request_t *r, ngx_platform_query_ctx_t *ctx)
 {
     u_char                         *p;
+    ngx_int_t                       rc;
     ngx_str_t                       val;
     ngx_uint_t                      i, n;
     ngx_platform_pg_query_t        *q;
     ngx_http_complex_value_t       *cv;
     ngx_platform_query_loc_conf_t  *qlcf;
+
+    /* platform_webhook_signature, over the body as received */
+
+    rc = ngx_platform_signature_check(r, &ctx->body);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
 
     qlcf = ngx_http_get_module_loc_conf(r, ngx_platform_query_module);
 

@@ -9,11 +9,13 @@ renamed:
                         value]), "body" (text, UTF-8), "received" (unix
                         time), "verified" (see --secret), "status"}
 
-The answer is 200 unless DIR/.status holds another status (it may be
-changed while the sink runs).  With --secret, the X-Platform-Signature
-header (t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">) is verified the way
-a receiver would (constant-time compare, 300 s tolerance): a request that
-fails is answered 400 and recorded with "verified": false.
+The answer is 200 unless DIR/.status holds another status, with the body
+{"received":true} unless DIR/.reply holds another (its bytes, sent as
+application/json; both may be changed while the sink runs).  With
+--secret, the X-Platform-Signature header (t=<unix>,v1=<hex HMAC-SHA256
+of "<t>.<body>">) is verified the way a receiver would (constant-time
+compare, 300 s tolerance): a request that fails is answered 400 and
+recorded with "verified": false.
 
 Options: --port, --dir, --host (default 127.0.0.1), --secret, --delay
 SECONDS before answering, --tls-cert FILE --tls-key FILE (HTTPS).  Stops
@@ -107,6 +109,12 @@ class Handler(BaseHTTPRequestHandler):
         os.rename(tmp, os.path.join(self.server.dir, name + '.json'))
 
         reply = b'{"received":true}'
+        try:
+            with open(os.path.join(self.server.dir, '.reply'), 'rb') as f:
+                reply = f.read()
+        except FileNotFoundError:
+            pass
+
         self.send_response(status)
         self.send_header('Content-Type', 'application/json')
         self.send_header('Content-Length', str(len(reply)))
@@ -116,6 +124,8 @@ class Handler(BaseHTTPRequestHandler):
     do_POST = handle_any
     do_PUT = handle_any
     do_GET = handle_any
+    do_PATCH = handle_any
+    do_DELETE = handle_any
 
     def log_message(self, fmt, *args):
         pass
