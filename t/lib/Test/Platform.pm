@@ -46,9 +46,11 @@ package Test::Platform;
 #                           %%PGPORT%% %%DBNAME%%
 #   api_conf(AREA..., {VAR => VALUE})    server-block lines that set the
 #                           variables conf/api/*.conf use ($platform_public_url
-#                           = this server, generous link limits; override in
-#                           the hash) and include conf/api/AREA.conf: tests
-#                           run the locations `make run` serves
+#                           = this server, generous link limits, terms and
+#                           consent versions, the hold of a paid place;
+#                           override in the hash) and include
+#                           conf/api/AREA.conf: tests run the locations
+#                           `make run` serves
 #   nginx_t                 (ok, output) of nginx -t
 #   run, reload, stop       start (waits for the ports and workers), HUP and
 #                           wait for new workers, QUIT and check
@@ -173,7 +175,9 @@ sub api_conf {
     my $over = ref $areas[-1] eq 'HASH' ? pop @areas : {};
 
     my %set = (public_url => 'http://127.0.0.1:%%PORT%%',
-               links_per_email => 100, links_per_ip => 1000, %$over);
+               links_per_email => 100, links_per_ip => 1000,
+               terms_version => 'terms-1', consent_version => 'privacy-1',
+               hold_seconds => 1800, %$over);
 
     return join('', map({ "set \$platform_$_ $set{$_};\n" } sort keys %set),
                 map({ "include %%ROOT%%/conf/api/$_.conf;\n" } @areas));
@@ -930,6 +934,19 @@ sub _tail {
 #   $x->count, $x->wait_count(N, SECONDS)   (returns the count reached)
 #   $x->stop, $x->start     stop it, start it again on the same port
 #
+# A server speaking Stripe's wire format (t/lib/stripe_server.py): Checkout
+# Sessions, refunds, a hosted payment page that sends signed webhooks:
+#
+#   my $stripe = $t->stripe_server(key => 'sk_test_x',
+#                                  webhook_url => 'http://...',
+#                                  webhook_secret => 'whsec_...');
+#   $stripe->url            http://127.0.0.1:<port>
+#   $stripe->requests       as http_sink's, plus {form} (flat, as sent)
+#   $stripe->webhooks       [{id, type, url, body, signature, status,
+#                             response, sent}, ...] the events it sent
+#   $stripe->wait_webhooks(N, SECONDS)
+#   $stripe->fail_next(400) the next session create answers 400
+#
 # Sinks are stopped when the object goes away and at exit.
 
 sub smtp_sink {
@@ -940,6 +957,16 @@ sub smtp_sink {
 sub http_sink {
     my ($self, %o) = @_;
     return Test::Platform::Sink->_new($self, 'http', %o);
+}
+
+sub stripe_server {
+    my ($self, %o) = @_;
+    my @args = ('--key', $o{key} // 'sk_test_platform',
+                '--webhook-secret', $o{webhook_secret} // 'whsec_platform_test');
+    push @args, '--webhook-url', $o{webhook_url} if $o{webhook_url};
+    return Test::Platform::Sink->_new($self, 'stripe', port => $o{port},
+                                      script => 'stripe_server.py',
+                                      args => \@args);
 }
 
 sub test_certificate {
@@ -1028,8 +1055,8 @@ sub _new {
         port  => $o{port} || Test::Platform::_free_port(),
         dir   => File::Temp::tempdir("$kind-sink-XXXXXX",
                                      DIR => $t->testdir),
-        script => $t->root . "/t/lib/${kind}_sink.py",
-        args  => [],
+        script => $t->root . '/t/lib/' . ($o{script} || "${kind}_sink.py"),
+        args  => [@{$o{args} || []}],
     }, $class;
 
     push @{$self->{args}}, '--delay', $o{delay} if $o{delay};
@@ -1163,6 +1190,30 @@ sub _control {
 
 sub reply  { $_[0]->_control('.reply', $_[1]) }
 sub status { $_[0]->_control('.status', $_[1]) }
+
+# stripe_server
+sub url { "http://127.0.0.1:$_[0]{port}" }
+sub fail_next { $_[0]->_control('.fail_next', $_[1]) }
+
+sub webhooks {
+    my ($self) = @_;
+    my $d = "$self->{dir}/webhooks";
+    opendir(my $dh, $d) or return ();
+    my @f = sort grep { /^\d+-\d+\.json$/ } readdir $dh;
+    closedir $dh;
+    return map { _json("$d/$_") } @f;
+}
+
+sub wait_webhooks {
+    my ($self, $n, $secs) = @_;
+    my $deadline = Time::HiRes::time() + ($secs // 10);
+    my $c;
+    while (($c = scalar(my @w = $self->webhooks)) < $n
+           && Time::HiRes::time() < $deadline) {
+        Time::HiRes::sleep(0.05);
+    }
+    return $c;
+}
 
 sub DESTROY { local ($., $@, $!, $^E, $?); $_[0]->stop }
 
