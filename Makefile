@@ -12,6 +12,9 @@
 #   make test         run the test suite (TESTS="t/x.t ..." for some files;
 #                     with SAN=1 against the sanitizer build)
 #   make bench        run the benchmarks (BENCH=api-read for one)
+#   make fuzz         fuzz the WebSocket frame parser with libFuzzer for
+#                     FUZZ_TIME seconds (default 600); new inputs are kept in
+#                     build/fuzz/corpus, crashes in build/fuzz/
 #   make clean        remove build/
 #
 # The module is built the way third-party modules are built for a packaged
@@ -58,7 +61,7 @@ export PLATFORM_NGINX := $(NGINX_BIN)
 export PLATFORM_MODULE := $(MODULE)
 export SAN
 
-.PHONY: all build deps run stop test bench clean
+.PHONY: all build deps run stop test bench fuzz clean
 
 # Our targets run one after the other (deps before build); nginx's own
 # Makefile still gets -j.
@@ -127,6 +130,26 @@ test: deps build
 
 bench: deps build
 	BENCH='$(BENCH)' tools/run-bench
+
+# The frame parser is plain C (no nginx headers), so its fuzzer builds on
+# its own; t/82-ws-fuzz.t runs it briefly in every `make test`.
+FUZZ_TIME ?= 600
+FUZZ_DIR := $(CURDIR)/build/fuzz
+FUZZ_SRCS := t/fuzz/ws_frame_fuzz.c \
+             ngx_platform_module/ngx_platform_ws_frame.c \
+             ngx_platform_module/ngx_platform_ws_frame.h
+
+$(FUZZ_DIR)/ws_frame_fuzz: $(FUZZ_SRCS)
+	mkdir -p '$(FUZZ_DIR)'
+	clang -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -I ngx_platform_module \
+	    t/fuzz/ws_frame_fuzz.c ngx_platform_module/ngx_platform_ws_frame.c \
+	    -o '$@'
+
+fuzz: $(FUZZ_DIR)/ws_frame_fuzz
+	mkdir -p '$(FUZZ_DIR)/corpus'
+	cd '$(FUZZ_DIR)' && ./ws_frame_fuzz -max_total_time=$(FUZZ_TIME) \
+	    -print_final_stats=1 corpus '$(CURDIR)/t/fuzz/corpus/ws_frame'
 
 clean:
 	rm -rf build

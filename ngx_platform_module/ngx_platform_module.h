@@ -59,6 +59,8 @@ void ngx_platform_socket_release(ngx_connection_t *c, ngx_uint_t closing);
 /* sessions: seal claims set by SQL into a cookie, or end sessions */
 ngx_int_t ngx_platform_session_respond(ngx_http_request_t *r, u_char *data,
     size_t len);
+/* Origin (or Referer) is one of platform_session_origins: NGX_OK */
+ngx_int_t ngx_platform_session_origin(ngx_http_request_t *r);
 
 /* platform_webhook_signature: NGX_DECLINED lets the query run */
 ngx_int_t ngx_platform_signature_check(ngx_http_request_t *r,

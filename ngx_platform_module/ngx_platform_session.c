@@ -601,6 +601,19 @@ ngx_platform_auth_origin(ngx_http_request_t *r,
 }
 
 
+/* the same rule for a handshake that is not a state-changing method */
+
+ngx_int_t
+ngx_platform_session_origin(ngx_http_request_t *r)
+{
+    ngx_platform_auth_main_conf_t  *amcf;
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_platform_auth_module);
+
+    return ngx_platform_auth_origin(r, amcf);
+}
+
+
 /* cookies */
 
 

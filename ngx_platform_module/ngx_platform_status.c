@@ -7,10 +7,12 @@
 
 #include "ngx_platform_module.h"
 #include "ngx_platform_pg.h"
+#include "ngx_platform_ws.h"
 
 
 #define NGX_PLATFORM_STATUS_POOL_SIZE  8192
 #define NGX_PLATFORM_STATUS_JOBS_SIZE  4096
+#define NGX_PLATFORM_STATUS_WS_SIZE    2048
 
 
 static ngx_int_t ngx_platform_status_handler(ngx_http_request_t *r);
@@ -92,7 +94,7 @@ ngx_platform_status_handler(ngx_http_request_t *r)
 
     /* the pool's name is written in each of about 40 lines */
 
-    len = 64 + NGX_PLATFORM_STATUS_JOBS_SIZE;
+    len = 64 + NGX_PLATFORM_STATUS_JOBS_SIZE + NGX_PLATFORM_STATUS_WS_SIZE;
 
     for (i = 0; i < pmcf->upstreams.nelts; i++) {
         len += NGX_PLATFORM_STATUS_POOL_SIZE + 64 * upp[i]->name.len;
@@ -111,6 +113,7 @@ ngx_platform_status_handler(ngx_http_request_t *r)
     }
 
     p = ngx_platform_jobs_status(r, p, b->end);
+    p = ngx_platform_ws_status(r, p, b->end);
 
     b->last = p;
 
