@@ -366,11 +366,14 @@ sub metric {
                        max_attempts => 30);
 
     # nginx keeps serving meanwhile
-    my ($ok, $slow) = (0, 0);
+    # (how many requests fit in depends on the machine's load: every one
+    # made must be answered, at least a few are made)
+    my ($n, $ok, $slow) = (0, 0, 0);
     my $t0 = time;
     my $j;
     while (time - $t0 < 20) {
         my $r = $t->get('/h', timeout => 5);
+        $n++;
         $ok++ if $r->{status} == 200;
         $slow++ if $r->{elapsed} > 1;
         $j = job($dead);
@@ -381,7 +384,8 @@ sub metric {
     is($j->{state}, 'dead', 'relay down: dead after max_attempts');
     is($j->{attempts}, 3, '... 3 attempts recorded');
     like($j->{error}, qr/connect|refused/i, '... last_error: cannot connect');
-    cmp_ok($ok, '>', 5, 'nginx answered requests meanwhile');
+    cmp_ok($n, '>=', 2, 'requests made while the relay was down');
+    is($ok, $n, 'nginx answered every one of them');
     is($slow, 0, '... none slower than 1 s');
 
     my $l = job($late);
