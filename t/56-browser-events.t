@@ -223,6 +223,9 @@ is($o->{org_empty}, 'Please enter the name of your organisation.',
 is($o->{org_created}, 'Rust Community is created. You are its organiser.',
    'the organisation is created');
 like($o->{current_empty}, qr/^No current events/, 'with no events yet');
+is($o->{org_title}, 'Rust Community', 'the organiser page shows the organisation\'s name');
+is($o->{stripe_current}, 'No Stripe account is saved yet.', 'and its Stripe account (none)');
+is($o->{organisers}, 'olga@example.org', 'and its organisers');
 
 is($o->{title_missing}, 'Please give the event a title.',
    'the editor: a missing title, at the field');
@@ -460,6 +463,9 @@ is($m->{team_card}, 'Handed in: Crab Cam 2', 'and on the team');
 
 like($m->{cancel_confirm} // '', qr/^Press again to cancel your ticket/,
      'cancelling asks again');
+like($m->{my_team_link} // '', qr{^/team\.html\?event=\d+$},
+     'my events links the ticket to its team page');
+like($m->{my_team_text} // '', qr/^Your team: Team \d+$/, 'naming the team');
 is($m->{cancelled}, "Your ticket for $title is cancelled.",
    'the free ticket is cancelled');
 is($m->{cancelled_card}, 'You cancelled this ticket.', 'the card says so');

@@ -22,7 +22,10 @@ my $http = $t1->http_sink(secret => $SECRET, delay => 0.1);
 
 my ($SP, $HP) = ($smtp->port, $http->port);
 
+# Only this test's jobs in the queue (not the migrations' repeating
+# maintenance jobs, which wait for their hour).
 $t1->psql(<<"EOF");
+DELETE FROM jobs.jobs;
 INSERT INTO jobs.webhook_targets (name, url, secret)
 VALUES ('hook', 'http://127.0.0.1:$HP/in', '$SECRET');
 UPDATE jobs.settings SET backoff_base_seconds = 0.1;

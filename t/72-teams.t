@@ -121,10 +121,14 @@ sub parse_mail {
 
 # The team mails received so far: [{to, subject, text, html}], in order.
 sub team_mails {
-    my @env = $smtp->envelopes;
+    # (the sink writes a message before its envelope: read them in that
+    # order, and leave a message whose envelope is not there yet for the
+    # next look)
     my @msg = $smtp->messages;
+    my @env = $smtp->envelopes;
     my @out;
     for my $i (0 .. $#msg) {
+        last unless $env[$i];
         my $m = parse_mail($msg[$i]);
         next unless ($m->{header}{subject} // '') =~ /^Your team for /;
         push @out, { to => join(',', @{$env[$i]{rcpt_tos}}),

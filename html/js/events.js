@@ -1,6 +1,7 @@
 // events.js: the public list of upcoming events (events.html).
 //
 //   GET /api/events?limit&after&type&from&to&q   {"items": [...], "next"}
+//   GET /api/meta                                 the business types
 //
 // The filters live in the page's address (events.html?type=hackathon&q=x),
 // so a search can be bookmarked and the back button returns to it.  "More
@@ -8,7 +9,7 @@
 
 import { api, say, el, clearErrors, showError, fieldError, busy }
   from '/js/api.js';
-import { BUSINESS_TYPES, businessTypeName, range, zoneName } from '/js/format.js';
+import { businessTypes, businessTypeName, range, zoneName } from '/js/format.js';
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 10;
@@ -23,6 +24,7 @@ let next = null;
 let shown = 0;
 let loading = null;
 
+const BUSINESS_TYPES = await businessTypes();
 for (const [value, name] of BUSINESS_TYPES) {
   $('type').append(el('option', { value }, name));
 }

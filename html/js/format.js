@@ -1,37 +1,65 @@
 // format.js: dates in an event's time zone, prices, and the fixed lists the
-// event pages share (business types, currencies).
+// event pages share (business types, currencies: GET /api/meta, whose
+// source is app.business_types() and app.currencies() in SQL).
 //
 // Times travel as ISO 8601 instants (UTC) and are shown in the event's IANA
 // time zone, which is where the event happens; an organiser types a wall
 // time in that zone (<input type="datetime-local">) and zonedToUtc() turns
 // it into the instant sent to the API.
 
-// app.business_types() in sql/005_events.sql.
-export const BUSINESS_TYPES = [
-  ['conference', 'Conference'],
-  ['hackathon', 'Hackathon'],
-  ['meetup', 'Meetup'],
-  ['workshop', 'Workshop'],
-  ['webinar', 'Webinar'],
-  ['other', 'Other'],
-];
+// ---------------------------------------------------------------- lists
 
-export function businessTypeName(t) {
-  const f = BUSINESS_TYPES.find(([k]) => k === t);
-  return f ? f[1] : t;
+// Digits after the decimal point per currency, as /api/meta said.
+const DIGITS = {};
+let metaPromise = null;
+
+// GET /api/meta, once per page: {"business_types": ["conference", ...],
+// "currencies": [{"code": "EUR", "digits": 2}, ...]}.  Empty lists when it
+// cannot be had (the page's own requests then say what is wrong).
+export function meta() {
+  if (!metaPromise) {
+    metaPromise = fetch('/api/meta', { headers: { Accept: 'application/json' } })
+      .then((r) => (r.ok ? r.json() : Promise.reject(new Error(String(r.status)))))
+      .then((m) => {
+        for (const c of m.currencies) DIGITS[c.code] = c.digits;
+        return m;
+      })
+      .catch(() => ({ business_types: [], currencies: [] }));
+  }
+  return metaPromise;
 }
 
-// app.ticket_types' currency check in sql/005_events.sql, with the digits
-// after the decimal point of each (ISO 4217).
-export const CURRENCIES = {
-  EUR: 2, USD: 2, GBP: 2, CHF: 2, SEK: 2, NOK: 2, DKK: 2, PLN: 2, CZK: 2,
-  CAD: 2, AUD: 2, JPY: 0,
-};
+// "hackathon" -> "Hackathon".
+export function businessTypeName(t) {
+  return t ? t[0].toUpperCase() + t.slice(1) : t;
+}
+
+// [["conference", "Conference"], ...] for a <select>.
+export async function businessTypes() {
+  return (await meta()).business_types.map((t) => [t, businessTypeName(t)]);
+}
+
+// The currency codes, in the API's order.
+export async function currencies() {
+  return (await meta()).currencies.map((c) => c.code);
+}
+
+// Digits of CURRENCY's minor unit: the API's (after meta()), else what
+// the browser knows of ISO 4217, else 2.
+export function currencyDigits(currency) {
+  if (currency in DIGITS) return DIGITS[currency];
+  try {
+    return new Intl.NumberFormat('en', { style: 'currency', currency })
+      .resolvedOptions().maximumFractionDigits;
+  } catch {
+    return 2;
+  }
+}
 
 // 2500, "EUR" -> "€25.00"; 0 -> "Free".
 export function money(minor, currency) {
   if (!minor) return 'Free';
-  const digits = CURRENCIES[currency] ?? 2;
+  const digits = currencyDigits(currency);
   const major = minor / 10 ** digits;
   try {
     return new Intl.NumberFormat(undefined, {
@@ -46,7 +74,7 @@ export function money(minor, currency) {
 // "25", "25.5", "25,50" in CURRENCY -> minor units (2550), or null when the
 // text is not an amount with at most the currency's digits.
 export function toMinor(text, currency) {
-  const digits = CURRENCIES[currency] ?? 2;
+  const digits = currencyDigits(currency);
   const t = String(text).trim().replace(',', '.');
   const m = /^(\d{1,9})(?:\.(\d*))?$/.exec(t);
   if (!m || (m[2] || '').length > digits) return null;
@@ -57,7 +85,7 @@ export function toMinor(text, currency) {
 
 // Minor units -> the text for an amount input ("25.50").
 export function fromMinor(minor, currency) {
-  const digits = CURRENCIES[currency] ?? 2;
+  const digits = currencyDigits(currency);
   return (minor / 10 ** digits).toFixed(digits);
 }
 

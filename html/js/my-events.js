@@ -5,8 +5,9 @@
 //   POST /api/tickets/{code}/cancel    gives back a free ticket before the
 //                                      event starts
 //
-// Each ticket links to its event, its calendar file (.ics) and its
-// registration page.
+// Each ticket links to its event, its calendar file (.ics), its
+// registration page and, once the organiser made teams, its team's page
+// (team.html?event=N).
 
 import { api, say, el, signinHref } from '/js/api.js';
 import { money, range, zoneName } from '/js/format.js';
@@ -58,6 +59,10 @@ function ticketCard(t, { upcoming }) {
   }
   if (t.registration_id) {
     links.push(el('a', { href: `/registration.html?id=${t.registration_id}` }, 'Registration'));
+  }
+  if (t.team && !cancelled) {
+    links.push(el('a', { href: `/team.html?event=${e.id}`, class: 'team-link' },
+                  `Your team: ${t.team.name}`));
   }
   return el('li', { class: `card${cancelled ? ' cancelled' : ''}`, 'data-code': t.code },
     el('h3', {}, el('a', { href: `/event.html?id=${e.id}` }, e.title)),

@@ -16,7 +16,8 @@
 
 import { api, say, el, clearErrors, showError, fieldError, idParam,
          signedIn, signinHref, busy } from '/js/api.js';
-import { BUSINESS_TYPES, CURRENCIES, money, toMinor, fromMinor, timeZones,
+import { businessTypes, currencies, currencyDigits, money, toMinor, fromMinor,
+         timeZones,
          localZone, zonedToUtc, utcToZoned, when, zoneName }
   from '/js/format.js';
 import { initTeams } from '/js/org-teams.js';
@@ -36,11 +37,12 @@ const STATUS = { draft: 'Draft', published: 'Published', cancelled: 'Cancelled' 
 
 // ---------------------------------------------------------------- the form
 
-for (const [value, name] of BUSINESS_TYPES) {
+// The lists come from GET /api/meta (business types, currencies).
+for (const [value, name] of await businessTypes()) {
   $('business_type').append(el('option', { value }, name));
 }
 $('time_zone').append(...timeZones().map((z) => el('option', { value: z }, z)));
-$('tt-currency').append(...Object.keys(CURRENCIES).map((c) =>
+$('tt-currency').append(...(await currencies()).map((c) =>
   el('option', { value: c }, c)));
 
 function zone() {
@@ -278,7 +280,7 @@ function readTicketForm() {
   const priceText = $('tt-price').value.trim() || '0';
   const price = toMinor(priceText, currency);
   const qty = $('tt-quantity').value.trim();
-  const digits = CURRENCIES[currency];
+  const digits = currencyDigits(currency);
   const bad = [
     ['name', !$('tt-name').value.trim(), 'Please name the ticket type.'],
     ['price_minor', price === null,

@@ -2,6 +2,8 @@
 //
 //   GET  /api/me                        which organisations the person
 //                                       organises (memberships)
+//   GET  /api/orgs/{org}                its name, saved Stripe account and
+//                                       organisers
 //   POST /api/orgs                      {"name"}: a new organisation; the
 //                                       session cookie comes back with the
 //                                       membership
@@ -65,6 +67,28 @@ async function loadEvents() {
   }
 }
 
+function showStripe(account) {
+  $('stripe-current').textContent = account
+    ? `Paid tickets are paid to ${account}.`
+    : 'No Stripe account is saved yet.';
+  if (account && !$('account').value) $('account').value = account;
+}
+
+// The organisation's name, Stripe account and organisers.
+async function loadOrg() {
+  try {
+    const o = await api(`/api/orgs/${org}`);
+    $('org-title').textContent = o.name;
+    document.title = `${o.name} \u00b7 Platform`;
+    const option = $('org-select').querySelector(`option[value="${o.id}"]`);
+    if (option) option.textContent = o.name;
+    showStripe(o.stripe_account);
+    $('organisers').replaceChildren(...o.organisers.map((p) => el('li', {}, p.email)));
+  } catch (err) {
+    say($('events-message'), err.message, 'bad');
+  }
+}
+
 function renderOrg(orgs) {
   $('org-title').textContent = `Organisation ${org}`;
   $('new-event').href = `/organiser/event.html?org=${org}`;
@@ -75,6 +99,7 @@ function renderOrg(orgs) {
     $('org-pick').hidden = false;
   }
   show('org-section', 'stripe-section', 'invite-section');
+  loadOrg();
   loadEvents();
 }
 
@@ -157,6 +182,7 @@ $('stripe').addEventListener('submit', async (ev) => {
   try {
     await api(`/api/orgs/${org}/stripe`, { method: 'PUT', body: { account } });
     say(message, `Saved: paid tickets are paid to ${account}.`, 'ok');
+    showStripe(account);
   } catch (err) {
     showError(err, { form, message });
   } finally {
@@ -183,6 +209,7 @@ $('invite').addEventListener('submit', async (ev) => {
     const r = await api(`/api/orgs/${org}/invites`, { method: 'POST', body: { email } });
     say(message, r.added ? `${r.email} is now an organiser; we emailed them.`
                          : `${r.email} was already an organiser.`, 'ok');
+    if (r.added) $('organisers').append(el('li', {}, r.email));
     input.value = '';
   } catch (err) {
     showError(err, { form, message });

@@ -6,7 +6,6 @@
 //        "editable"}; 401 signed out, 404 in no team
 //   PUT  /api/events/{id}/team/submission   {"title", "link", "description"}
 //   POST /api/events/{id}/team-link         {"email"}: the link mailed again
-//   GET  /api/events/{id}                   the event's time zone
 //
 // The submission can be changed by any member until the deadline.
 
@@ -99,13 +98,8 @@ async function load() {
     return;
   }
 
-  // The event's own time zone, when the event is public.
-  try {
-    const e = await api(`/api/events/${eventId}`);
-    if (e && e.time_zone) tz = e.time_zone;
-  } catch {
-    // The person's zone will do.
-  }
+  // The event's own time zone (the person's when the answer has none).
+  if (res.event.time_zone) tz = res.event.time_zone;
   render(res);
 }
 

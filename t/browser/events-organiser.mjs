@@ -43,6 +43,9 @@ export default async function organiser({ base, state, result, person, step }) {
   result.org = new URL(page.url()).searchParams.get('org');
   state.org = result.org;
   result.current_empty = await until('#current', /No current events/);
+  result.org_title = await until('#org-title', /Rust Community/);
+  result.stripe_current = await until('#stripe-current', /\S/);
+  result.organisers = await text('#organisers');
   step('organisation');
 
   // 2. The editor.

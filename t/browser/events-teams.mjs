@@ -115,10 +115,12 @@ export default async function teams({ base, state, result, person, step }) {
   await o.shot('submissions');
   step('seen');
 
-  // 5. The participant gives the ticket back.
+  // 5. The participant gives the ticket back (my events links the team).
   await v.page.goto(`${base}/my-events.html`);
   const card = v.page.locator('#upcoming .card').first();
   await card.waitFor();
+  result.my_team_link = await card.locator('a.team-link').getAttribute('href');
+  result.my_team_text = await card.locator('a.team-link').innerText();
   await card.getByRole('button', { name: 'Cancel my ticket' }).click();
   result.cancel_confirm = await v.until('#upcoming-message', /Press again/);
   await card.getByRole('button', { name: 'Yes, give my place back' }).click();
