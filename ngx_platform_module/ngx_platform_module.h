@@ -66,6 +66,11 @@ ngx_int_t ngx_platform_session_origin(ngx_http_request_t *r);
 ngx_int_t ngx_platform_signature_check(ngx_http_request_t *r,
     ngx_str_t *body);
 
+/* platform_upload: NGX_DECLINED: no upload here; NGX_OK: read to a file */
+ngx_int_t ngx_platform_upload_init(ngx_http_request_t *r, off_t *max_size);
+/* the body is read: NGX_DECLINED: stored, the query may run */
+ngx_int_t ngx_platform_upload_store(ngx_http_request_t *r);
+
 
 extern ngx_module_t  ngx_platform_module;
 extern ngx_module_t  ngx_platform_query_module;
@@ -73,6 +78,7 @@ extern ngx_module_t  ngx_platform_status_module;
 extern ngx_module_t  ngx_platform_auth_module;
 extern ngx_module_t  ngx_platform_jobs_module;
 extern ngx_module_t  ngx_platform_signature_module;
+extern ngx_module_t  ngx_platform_upload_module;
 
 
 #endif /* _NGX_PLATFORM_MODULE_H_INCLUDED_ */

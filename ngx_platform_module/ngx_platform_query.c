@@ -58,6 +58,7 @@ typedef struct {
     ngx_platform_pg_query_t      query;
     ngx_str_t                    body;
     unsigned                     body_read:1;
+    unsigned                     upload:1;
 } ngx_platform_query_ctx_t;
 
 
@@ -194,7 +195,8 @@ static ngx_http_variable_t  ngx_platform_query_vars[] = {
 static ngx_int_t
 ngx_platform_query_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                       rc;
+    off_t                           max_size;
+    ngx_int_t                       rc, upload;
     ngx_uint_t                      i, method;
     ngx_pool_cleanup_t             *cln;
     ngx_platform_query_ctx_t       *ctx;
@@ -217,9 +219,19 @@ ngx_platform_query_handler(ngx_http_request_t *r)
         return ngx_platform_query_not_allowed(r, qlcf);
     }
 
+    /* platform_upload: an image, sniffed later, not a typed body */
+
+    upload = ngx_platform_upload_init(r, &max_size);
+
+    if (upload == NGX_DECLINED) {
+        max_size = (off_t) qlcf->body_max_size;
+    }
+
     if (r->headers_in.content_length_n > 0 || r->headers_in.chunked) {
 
-        if (ngx_platform_query_type_allowed(r, qlcf) != NGX_OK) {
+        if (upload == NGX_DECLINED
+            && ngx_platform_query_type_allowed(r, qlcf) != NGX_OK)
+        {
             rc = ngx_http_discard_request_body(r);
             if (rc != NGX_OK) {
                 return rc;
@@ -229,7 +241,7 @@ ngx_platform_query_handler(ngx_http_request_t *r)
                                            "unsupported_media_type", NULL);
         }
 
-        if (r->headers_in.content_length_n > (off_t) qlcf->body_max_size) {
+        if (r->headers_in.content_length_n > max_size) {
             rc = ngx_http_discard_request_body(r);
             if (rc != NGX_OK) {
                 return rc;
@@ -248,6 +260,7 @@ ngx_platform_query_handler(ngx_http_request_t *r)
 
     ctx->request = r;
     ctx->call = &call[i];
+    ctx->upload = (upload == NGX_OK);
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -280,7 +293,22 @@ ngx_platform_query_body_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_platform_query_module);
     qlcf = ngx_http_get_module_loc_conf(r, ngx_platform_query_module);
 
-    rc = ngx_platform_query_gather_body(r, ctx, qlcf);
+    if (ctx->upload) {
+        /* platform_upload: stored, or answered (413, 415) */
+
+        rc = ngx_platform_upload_store(r);
+
+        if (rc != NGX_DECLINED) {
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+
+        ctx->body_read = 1;
+        rc = NGX_OK;
+
+    } else {
+        rc = ngx_platform_query_gather_body(r, ctx, qlcf);
+    }
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
         rc = ngx_platform_send_error(r, rc, "body_too_large", NULL);

@@ -6,6 +6,8 @@
 //                                                      types (sold, quantity)
 //   PATCH /api/orgs/{org}/events/{id}                  the fields of the form
 //   POST  /api/orgs/{org}/events/{id}/publish          400 names the field
+//   PUT, DELETE /api/orgs/{org}/events/{id}/cover      the cover image (the
+//                                                      file is the body)
 //   POST, PATCH, DELETE .../ticket-types[/{tt}]        ticket types
 //   GET   .../registrations                            who registered
 //   POST  .../cancel                                   cancel the event
@@ -65,7 +67,8 @@ function fillEditor(e) {
   $('starts_at').value = utcToZoned(e.starts_at, e.time_zone);
   $('ends_at').value = utcToZoned(e.ends_at, e.time_zone);
   $('capacity').value = e.capacity ?? '';
-  $('cover_url').value = e.cover_url || '';
+  // an uploaded cover (/media/...) is shown below, not as an address
+  $('cover_url').value = uploaded(e) ? '' : (e.cover_url || '');
   $('main_stage').checked = !!e.main_stage;
   $('breakouts').checked = !!e.breakouts;
   $('team_size').value = e.team_size ?? '';
@@ -97,7 +100,8 @@ function readEditor() {
   if (missing.length) return null;
 
   const cover = $('cover_url').value.trim();
-  return {
+  const keep = !cover && uploaded(event);   // the uploaded cover stays
+  const body = {
     title: $('title').value.trim(),
     description: $('description').value,
     business_type: $('business_type').value,
@@ -110,6 +114,8 @@ function readEditor() {
     breakouts: $('breakouts').checked,
     team_size: optionalInt($('team_size')),
   };
+  if (keep) delete body.cover_url;
+  return body;
 }
 
 // Saves the editor; true when saved.
@@ -143,14 +149,88 @@ async function save() {
   }
 }
 
-editor.addEventListener('input', () => { dirty = true; });
-editor.addEventListener('change', () => { dirty = true; });
+// the cover file is saved on its own (uploadCover)
+const edited = (ev) => { if (ev.target.id !== 'cover_file') dirty = true; };
+editor.addEventListener('input', edited);
+editor.addEventListener('change', edited);
 $('time_zone').addEventListener('change', showTimesHelp);
 
 editor.addEventListener('submit', (ev) => {
   ev.preventDefault();
   busy($('save'), id ? 'Saving\u2026' : 'Creating\u2026', save);
 });
+
+// ---------------------------------------------------------------- cover
+
+function uploaded(e) {
+  return !!(e && e.cover_url && e.cover_url.startsWith('/media/'));
+}
+
+// The upload area (once the event exists), with the 320-pixel thumbnail.
+function showCover() {
+  $('cover-upload').hidden = !event;
+  const up = uploaded(event);
+  $('cover_preview').hidden = !up;
+  $('cover_remove').hidden = !up;
+  if (up) {
+    $('cover_preview').src = `/media/w320/${event.cover_url.slice(7)}`;
+  } else {
+    $('cover_preview').removeAttribute('src');
+  }
+}
+
+async function coverRequest(method, body) {
+  let res;
+  try {
+    res = await fetch(`/api/orgs/${org}/events/${id}/cover`,
+      { method, body, credentials: 'same-origin',
+        headers: { Accept: 'application/json' } });
+  } catch {
+    throw new Error('The server could not be reached. Try again.');
+  }
+  const data = await res.json().catch(() => null);
+  if (res.status === 415) throw new Error('Please choose a JPEG, PNG or WebP image.');
+  if (res.status === 413) throw new Error('The image is larger than 5 MB.');
+  if (!res.ok) {
+    throw new Error((data && data.error && data.error.message)
+                    || `The cover could not be saved (${res.status}).`);
+  }
+  return data;
+}
+
+async function uploadCover() {
+  const input = $('cover_file');
+  const file = input.files[0];
+  const message = $('cover-message');
+  if (!file || !id) return;
+  if (file.size > 5 * 1024 * 1024) {
+    say(message, 'The image is larger than 5 MB.', 'bad');
+    input.value = '';
+    return;
+  }
+  say(message, 'Uploading the cover\u2026');
+  try {
+    event = await coverRequest('PUT', file);
+    $('cover_url').value = '';
+    showCover();
+    say(message, 'The cover is saved.', 'ok');
+  } catch (err) {
+    say(message, err.message, 'bad');
+  }
+  input.value = '';
+}
+
+$('cover_file').addEventListener('change', uploadCover);
+$('cover_remove').addEventListener('click', () => busy($('cover_remove'),
+  'Removing\u2026', async () => {
+    try {
+      event = await coverRequest('DELETE');
+      showCover();
+      say($('cover-message'), 'The cover is removed.', 'ok');
+    } catch (err) {
+      say($('cover-message'), err.message, 'bad');
+    }
+  }));
 
 // ---------------------------------------------------------------- status
 
@@ -171,6 +251,7 @@ function render() {
     for (const x of f.elements) x.disabled = closed;
   }
   if (closed) say($('editor-message'), 'This event is cancelled: it can no longer be changed.');
+  showCover();
   $('tickets-section').hidden = !e;
   if (e) renderTicketTypes();
   for (const s of ['registrations-section', 'danger-section']) {
