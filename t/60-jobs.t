@@ -368,12 +368,12 @@ sub metric {
     # nginx keeps serving meanwhile
     # (how many requests fit in depends on the machine's load: every one
     # made must be answered, at least a few are made)
-    my ($n, $ok, $slow) = (0, 0, 0);
+    my ($made, $ok, $slow) = (0, 0, 0);
     my $t0 = time;
     my $j;
     while (time - $t0 < 20) {
         my $r = $t->get('/h', timeout => 5);
-        $n++;
+        $made++;
         $ok++ if $r->{status} == 200;
         $slow++ if $r->{elapsed} > 1;
         $j = job($dead);
@@ -384,8 +384,8 @@ sub metric {
     is($j->{state}, 'dead', 'relay down: dead after max_attempts');
     is($j->{attempts}, 3, '... 3 attempts recorded');
     like($j->{error}, qr/connect|refused/i, '... last_error: cannot connect');
-    cmp_ok($n, '>=', 2, 'requests made while the relay was down');
-    is($ok, $n, 'nginx answered every one of them');
+    cmp_ok($made, '>=', 2, 'requests made while the relay was down');
+    is($ok, $made, 'nginx answered every one of them');
     is($slow, 0, '... none slower than 1 s');
 
     my $l = job($late);
