@@ -8,6 +8,7 @@
 #include "ngx_platform_module.h"
 #include "ngx_platform_pg.h"
 #include "ngx_platform_ws.h"
+#include "ngx_platform_chat.h"
 
 
 #define NGX_PLATFORM_STATUS_POOL_SIZE  8192
@@ -94,7 +95,8 @@ ngx_platform_status_handler(ngx_http_request_t *r)
 
     /* the pool's name is written in each of about 40 lines */
 
-    len = 64 + NGX_PLATFORM_STATUS_JOBS_SIZE + NGX_PLATFORM_STATUS_WS_SIZE;
+    len = 64 + NGX_PLATFORM_STATUS_JOBS_SIZE + NGX_PLATFORM_STATUS_WS_SIZE
+          + ngx_platform_chat_status_size(r);
 
     for (i = 0; i < pmcf->upstreams.nelts; i++) {
         len += NGX_PLATFORM_STATUS_POOL_SIZE + 64 * upp[i]->name.len;
@@ -114,6 +116,7 @@ ngx_platform_status_handler(ngx_http_request_t *r)
 
     p = ngx_platform_jobs_status(r, p, b->end);
     p = ngx_platform_ws_status(r, p, b->end);
+    p = ngx_platform_chat_status(r, p, b->end);
 
     b->last = p;
 

@@ -88,10 +88,15 @@ typedef struct {
 } ngx_platform_ws_loc_conf_t;
 
 
-/* a queued frame: one allocation, the chain link first, the bytes after */
+/*
+ * a queued frame: one allocation, the chain link first, the bytes after;
+ * or, for ngx_platform_ws_send_shared(), the link and the buf alone, the
+ * buf pointing into a reference-counted shared buffer
+ */
 typedef struct {
     ngx_chain_t                 cl;
     ngx_buf_t                   buf;
+    ngx_platform_ws_shared_t   *shared;
 } ngx_platform_ws_out_t;
 
 
@@ -154,6 +159,7 @@ static ngx_int_t ngx_platform_ws_flush(ngx_platform_ws_conn_t *wc);
 static ngx_int_t ngx_platform_ws_queue(ngx_platform_ws_conn_t *wc,
     ngx_uint_t opcode, u_char *data, size_t len, ngx_uint_t first);
 static void ngx_platform_ws_discard(ngx_platform_ws_conn_t *wc);
+static void ngx_platform_ws_free_out(ngx_chain_t *cl);
 static void ngx_platform_ws_shut(ngx_platform_ws_conn_t *wc, ngx_uint_t code,
     u_char *reason, size_t len, ngx_uint_t end, ngx_uint_t state);
 static void ngx_platform_ws_abort(ngx_platform_ws_conn_t *wc);
@@ -1200,7 +1206,7 @@ ngx_platform_ws_flush(ngx_platform_ws_conn_t *wc)
 
     for (next = wc->out; next != cl; next = wc->out) {
         wc->out = next->next;
-        ngx_free(next);
+        ngx_platform_ws_free_out(next);
     }
 
     if (wc->out == NULL) {
@@ -1242,6 +1248,8 @@ ngx_platform_ws_queue(ngx_platform_ws_conn_t *wc, ngx_uint_t opcode,
         ngx_memcpy(p + n, data, len);
         n += len;
     }
+
+    out->shared = NULL;
 
     b = &out->buf;
     ngx_memzero(b, sizeof(ngx_buf_t));
@@ -1302,7 +1310,7 @@ ngx_platform_ws_discard(ngx_platform_ws_conn_t *wc)
     while (cl) {
         next = cl->next;
         wc->queued -= ngx_buf_size(cl->buf);
-        ngx_free(cl);
+        ngx_platform_ws_free_out(cl);
         cl = next;
     }
 
@@ -1355,6 +1363,136 @@ ngx_platform_ws_send(ngx_platform_ws_t *ws, ngx_uint_t opcode, u_char *data,
     if (opcode == NGX_PLATFORM_WS_TEXT || opcode == NGX_PLATFORM_WS_BINARY) {
         ngx_platform_ws_count(wc, messages_out, 1);
     }
+
+    return NGX_OK;
+}
+
+
+
+static void
+ngx_platform_ws_free_out(ngx_chain_t *cl)
+{
+    ngx_platform_ws_out_t  *out = (ngx_platform_ws_out_t *) cl;
+
+    if (out->shared) {
+        ngx_platform_ws_shared_release(out->shared);
+    }
+
+    ngx_free(out);
+}
+
+
+ngx_platform_ws_shared_t *
+ngx_platform_ws_shared_create(size_t size, ngx_log_t *log)
+{
+    ngx_platform_ws_shared_t  *sb;
+
+    sb = ngx_alloc(sizeof(ngx_platform_ws_shared_t) + size, log);
+    if (sb == NULL) {
+        return NULL;
+    }
+
+    sb->refs = 1;
+    sb->start = (u_char *) (sb + 1);
+    sb->last = sb->start;
+    sb->end = sb->start + size;
+
+    return sb;
+}
+
+
+u_char *
+ngx_platform_ws_shared_add(ngx_platform_ws_shared_t *sb, ngx_uint_t opcode,
+    u_char *data, size_t len)
+{
+    u_char  *p;
+
+    if ((size_t) (sb->end - sb->last) < NGX_PLATFORM_WS_MAX_HEADER + len) {
+        return NULL;
+    }
+
+    p = sb->last;
+
+    sb->last += ngx_platform_ws_header(sb->last, 1, opcode, len, NULL);
+    sb->last = ngx_cpymem(sb->last, data, len);
+
+    return p;
+}
+
+
+void
+ngx_platform_ws_shared_release(ngx_platform_ws_shared_t *sb)
+{
+    if (--sb->refs == 0) {
+        ngx_free(sb);
+    }
+}
+
+
+ngx_int_t
+ngx_platform_ws_send_shared(ngx_platform_ws_t *ws,
+    ngx_platform_ws_shared_t *sb, u_char *pos, u_char *last,
+    ngx_uint_t messages)
+{
+    size_t                   len;
+    ngx_buf_t               *b;
+    ngx_platform_ws_out_t   *out;
+    ngx_platform_ws_conn_t  *wc = (ngx_platform_ws_conn_t *) ws;
+
+    if (wc->state != NGX_PLATFORM_WS_OPEN || wc->aborted) {
+        return NGX_DECLINED;
+    }
+
+    len = last - pos;
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    if (wc->queued + len > wc->conf->send_buffer) {
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "WebSocket client too slow: %uz bytes not written, "
+                      "closing with 1008", wc->queued);
+
+        ngx_platform_ws_shut(wc, NGX_PLATFORM_WS_POLICY,
+                             (u_char *) "too slow", sizeof("too slow") - 1,
+                             NGX_PLATFORM_WS_END_SLOW,
+                             NGX_PLATFORM_WS_FINISHING);
+        return NGX_DECLINED;
+    }
+
+    out = ngx_alloc(sizeof(ngx_platform_ws_out_t), ws->connection->log);
+    if (out == NULL) {
+        ngx_platform_ws_shut(wc, NGX_PLATFORM_WS_INTERNAL_ERROR, NULL, 0,
+                             NGX_PLATFORM_WS_END_ERROR,
+                             NGX_PLATFORM_WS_FINISHING);
+        return NGX_ERROR;
+    }
+
+    sb->refs++;
+    out->shared = sb;
+
+    b = &out->buf;
+    ngx_memzero(b, sizeof(ngx_buf_t));
+
+    /* read only: start marks where this piece begins (half written test) */
+    b->memory = 1;
+    b->start = pos;
+    b->pos = pos;
+    b->last = last;
+    b->end = last;
+
+    out->cl.buf = b;
+    out->cl.next = NULL;
+
+    *wc->last_out = &out->cl;
+    wc->last_out = &out->cl.next;
+
+    wc->queued += len;
+
+    ngx_platform_ws_post(wc);
+
+    ngx_platform_ws_count(wc, messages_out, messages);
 
     return NGX_OK;
 }
@@ -1622,7 +1760,7 @@ ngx_platform_ws_release(ngx_platform_ws_conn_t *wc)
 
     for (cl = wc->out; cl; cl = next) {
         next = cl->next;
-        ngx_free(cl);
+        ngx_platform_ws_free_out(cl);
     }
 
     wc->out = NULL;

@@ -84,6 +84,32 @@ ngx_int_t ngx_platform_ws_send(ngx_platform_ws_t *ws, ngx_uint_t opcode,
     u_char *data, size_t len);
 
 /*
+ * Shared frames for fan-out: a buffer of frames built once (header and
+ * payload, ngx_platform_ws_shared_add()) and queued to many connections
+ * without copying.  The creator holds one reference, each queued piece
+ * another; the buffer is freed with the last.  ngx_platform_ws_shared_add()
+ * needs NGX_PLATFORM_WS_MAX_HEADER + len bytes free and returns where the
+ * frame starts, or NULL.  ngx_platform_ws_send_shared() queues the bytes
+ * pos..last of the buffer (whole frames, "messages" of them, for the
+ * statistics): the same answers as ngx_platform_ws_send().
+ */
+typedef struct {
+    ngx_uint_t                  refs;
+    u_char                     *start;
+    u_char                     *last;
+    u_char                     *end;
+} ngx_platform_ws_shared_t;
+
+ngx_platform_ws_shared_t *ngx_platform_ws_shared_create(size_t size,
+    ngx_log_t *log);
+u_char *ngx_platform_ws_shared_add(ngx_platform_ws_shared_t *sb,
+    ngx_uint_t opcode, u_char *data, size_t len);
+void ngx_platform_ws_shared_release(ngx_platform_ws_shared_t *sb);
+ngx_int_t ngx_platform_ws_send_shared(ngx_platform_ws_t *ws,
+    ngx_platform_ws_shared_t *sb, u_char *pos, u_char *last,
+    ngx_uint_t messages);
+
+/*
  * Starts the closing handshake: frames already queued go first, then a
  * close frame with code (1000-1003, 1007-1011, 3000-4999) and reason
  * (UTF-8, cut at 123 bytes); the connection ends when the client answers or

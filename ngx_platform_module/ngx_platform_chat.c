@@ -1,0 +1,3002 @@
+
+/*
+ * Event chat: rooms in a shared memory zone, fan-out from every worker,
+ * history and batches in PostgreSQL (sql/013_chat.sql, docs/chat.md).
+ *
+ * The zone (platform_chat_zone) holds one node per room in an rbtree by
+ * key ("<event>:main", "<event>:team:<id>", "<event>:admin") and an LRU
+ * queue of the rooms.  A room has a ring of entries (the JSON of a message
+ * or of a presence notice, as sent to clients) numbered by a sequence;
+ * messages also have an id, monotonic per room, that is their key in
+ * PostgreSQL.  A publish writes its entry once, under the slab mutex, and
+ * wakes the workers: every worker has an eventfd, all created in
+ * init_module before the fork, so each worker can write to the others';
+ * the writes are coalesced to one per worker and pass of the event loop
+ * (a posted event).  A woken worker walks its own rooms (those it has
+ * connections in), copies the entries it has not delivered yet into one
+ * buffer of WebSocket frames (ngx_platform_ws_shared_t) and queues that
+ * buffer to each of its connections in the room without copying: one
+ * queued piece per connection and pass, however many messages it holds.
+ *
+ * A connection is authorized by PostgreSQL before the 101
+ * (api.chat_join); when the ring lacks part of the last messages, they
+ * are read from PostgreSQL (api.chat_messages) before the 101 too.
+ *
+ * Messages are written to PostgreSQL by the worker that received them, in
+ * batches (a JSON array given to api.chat_store), at most "batch" messages
+ * or "flush" milliseconds after the first one, one query in flight.
+ */
+
+
+#include "ngx_platform_module.h"
+#include "ngx_platform_pg.h"
+#include "ngx_platform_ws.h"
+#include "ngx_platform_chat.h"
+
+#if (NGX_LINUX)
+#include <sys/eventfd.h>
+#endif
+
+
+#define NGX_PLATFORM_CHAT_KEY_MAX    64
+#define NGX_PLATFORM_CHAT_ROOM_MAX   32
+#define NGX_PLATFORM_CHAT_IDLE       10      /* s before an empty room goes */
+#define NGX_PLATFORM_CHAT_BURST      8       /* published, then delivered */
+
+
+typedef struct {
+    uint64_t                    seq;
+    uint64_t                    id;          /* 0: a presence notice */
+    uint64_t                    user;        /* the sender, for no-echo */
+    size_t                      len;
+    u_char                      data[1];
+} ngx_platform_chat_entry_t;
+
+
+typedef struct {
+    ngx_rbtree_node_t           node;        /* key: crc32 of the key */
+    ngx_queue_t                 lru;
+    uint64_t                    seq;         /* the last entry's */
+    uint64_t                    first;       /* the oldest held, > seq: none */
+    uint64_t                    last_id;
+    ngx_uint_t                  count;       /* connections, every worker */
+    time_t                      used;
+    size_t                      bytes;
+    ngx_platform_chat_entry_t **ring;        /* "messages" slots */
+    u_short                     len;
+    u_char                      key[1];
+} ngx_platform_chat_room_t;
+
+
+typedef struct {
+    ngx_rbtree_t                rbtree;
+    ngx_rbtree_node_t           sentinel;
+    ngx_queue_t                 lru;         /* most recently used first */
+    ngx_atomic_t                rooms;
+    ngx_atomic_t                connections;
+    ngx_atomic_t                published;
+    ngx_atomic_t                delivered;
+    ngx_atomic_t                evicted_entries;
+    ngx_atomic_t                evicted_rooms;
+    ngx_atomic_t                dropped;
+    ngx_atomic_t                lagged;
+    ngx_atomic_t                rate_limited;
+    ngx_atomic_t                batches;
+    ngx_atomic_t                persisted;
+    ngx_atomic_t                persist_failed;
+} ngx_platform_chat_shctx_t;
+
+
+typedef struct ngx_platform_chat_main_conf_s  ngx_platform_chat_main_conf_t;
+
+
+/* a platform_chat_zone, and this worker's side of it */
+typedef struct {
+    ngx_str_t                   name;
+    ngx_shm_zone_t             *shm_zone;
+    ngx_platform_chat_shctx_t  *sh;
+    ngx_slab_pool_t            *shpool;
+    ngx_uint_t                  messages;    /* ring slots per room */
+    size_t                      room_size;   /* ring bytes per room */
+    ngx_msec_t                  flush;
+    ngx_uint_t                  batch;
+    ngx_str_t                   pg_name;
+    ngx_platform_pg_upstream_t *upstream;
+    ngx_uint_t                  store;       /* statement */
+
+    ngx_platform_chat_main_conf_t  *cmcf;
+
+    /* the worker's */
+    ngx_rbtree_t                local;       /* local rooms by key */
+    ngx_rbtree_node_t           local_sentinel;
+    ngx_queue_t                 locals;
+    ngx_array_t                 pieces;      /* delivery scratch */
+
+    u_char                     *pending;     /* the batch being gathered */
+    size_t                      pending_len;
+    size_t                      pending_size;
+    ngx_uint_t                  pending_n;
+    u_char                     *inflight;
+    ngx_uint_t                  inflight_n;
+    const char                 *values[1];
+    ngx_platform_pg_query_t     query;
+    ngx_event_t                 flush_ev;
+    unsigned                    busy:1;
+} ngx_platform_chat_zone_t;
+
+
+struct ngx_platform_chat_main_conf_s {
+    ngx_array_t                 zones;       /* ngx_platform_chat_zone_t * */
+    ngx_fd_t                   *fds;         /* an eventfd per worker */
+    ngx_uint_t                  nfds;
+    ngx_connection_t           *wake;        /* this worker's, read */
+    ngx_event_t                 notify;      /* posted: deliver, wake others */
+    ngx_log_t                  *log;
+};
+
+
+typedef struct {
+    ngx_platform_chat_zone_t   *zone;
+    ngx_http_complex_value_t   *event;
+    ngx_uint_t                  join;        /* statements */
+    ngx_uint_t                  history;
+    ngx_uint_t                  presence;    /* platform_chat_presence */
+} ngx_platform_chat_loc_conf_main_t;
+
+
+typedef struct {
+    ngx_platform_chat_loc_conf_main_t  *chat;
+    ngx_uint_t                  rate;        /* per 1000 s, as limit_req */
+    ngx_uint_t                  burst;       /* * 1000 */
+    size_t                      max_text;
+    ngx_uint_t                  history_size;
+    ngx_int_t                   user_index;  /* $platform_user */
+} ngx_platform_chat_loc_conf_t;
+
+
+/* a room this worker has connections in */
+typedef struct {
+    ngx_str_node_t              sn;
+    ngx_queue_t                 queue;       /* zone->locals */
+    ngx_queue_t                 members;
+    ngx_platform_chat_room_t   *room;        /* in the zone */
+    uint64_t                    delivered;   /* seq */
+    u_char                      key[NGX_PLATFORM_CHAT_KEY_MAX];
+} ngx_platform_chat_local_t;
+
+
+typedef struct {
+    ngx_http_request_t         *request;
+    ngx_platform_chat_loc_conf_t *conf;
+    ngx_platform_chat_zone_t   *zone;
+    ngx_platform_pg_query_t     query;
+    const char                 *values[5];
+    PGresult                   *history;     /* rows (id, json) */
+
+    ngx_platform_ws_t          *ws;
+    ngx_platform_chat_local_t  *local;
+    ngx_queue_t                 queue;       /* local->members */
+    uint64_t                    from;        /* seq: delivered before */
+
+    uint64_t                    event_id;
+    uint64_t                    user_id;
+    uint64_t                    last_id;     /* persisted, from PG */
+    ngx_str_t                   room;        /* main, admin, team:<id> */
+    ngx_str_t                   key;
+    ngx_str_t                   user;        /* JSON object */
+    ngx_str_t                   name;        /* JSON string */
+    ngx_str_t                   role;
+    u_char                      event_buf[NGX_INT64_LEN];
+    u_char                      room_buf[NGX_PLATFORM_CHAT_ROOM_MAX];
+
+    ngx_uint_t                  excess;      /* rate, as limit_req */
+    ngx_msec_t                  last;
+
+    unsigned                    echo:1;
+    unsigned                    joined:1;
+    unsigned                    presence_only:1;
+    unsigned                    waiting:1;
+} ngx_platform_chat_conn_t;
+
+
+/* a run of frames in the delivery buffer */
+typedef struct {
+    u_char                     *pos;
+    u_char                     *last;
+    uint64_t                    seq;
+    uint64_t                    user;
+} ngx_platform_chat_piece_t;
+
+
+static ngx_int_t ngx_platform_chat_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_platform_chat_presence_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_platform_chat_start(ngx_http_request_t *r,
+    ngx_uint_t presence);
+static void ngx_platform_chat_joined(ngx_platform_pg_query_t *q);
+static void ngx_platform_chat_history_done(ngx_platform_pg_query_t *q);
+static ngx_int_t ngx_platform_chat_respond_presence(ngx_http_request_t *r,
+    ngx_platform_chat_conn_t *cc);
+static void ngx_platform_chat_cleanup(void *data);
+static void ngx_platform_chat_finish(ngx_http_request_t *r, ngx_int_t rc);
+
+static ngx_int_t ngx_platform_chat_open(ngx_platform_ws_t *ws);
+static ngx_int_t ngx_platform_chat_message(ngx_platform_ws_t *ws,
+    ngx_uint_t opcode, u_char *data, size_t len);
+static void ngx_platform_chat_close(ngx_platform_ws_t *ws, ngx_uint_t code);
+static ngx_int_t ngx_platform_chat_error(ngx_platform_chat_conn_t *cc,
+    const char *code, const char *message);
+static ngx_int_t ngx_platform_chat_publish(ngx_platform_chat_conn_t *cc,
+    u_char *text, size_t len);
+static ngx_int_t ngx_platform_chat_presence_notice(
+    ngx_platform_chat_conn_t *cc, const char *what, ngx_uint_t *count);
+
+static ngx_platform_chat_room_t *ngx_platform_chat_lookup(
+    ngx_platform_chat_zone_t *zone, ngx_str_t *key, uint32_t hash);
+static ngx_platform_chat_room_t *ngx_platform_chat_room_get(
+    ngx_platform_chat_zone_t *zone, ngx_str_t *key, uint64_t last_id);
+static ngx_platform_chat_entry_t *ngx_platform_chat_append(
+    ngx_platform_chat_zone_t *zone, ngx_platform_chat_room_t *room,
+    size_t len);
+static void ngx_platform_chat_drop_oldest(ngx_platform_chat_zone_t *zone,
+    ngx_platform_chat_room_t *room);
+static ngx_uint_t ngx_platform_chat_evict(ngx_platform_chat_zone_t *zone,
+    ngx_platform_chat_room_t *keep);
+static void ngx_platform_chat_touch(ngx_platform_chat_zone_t *zone,
+    ngx_platform_chat_room_t *room);
+
+static void ngx_platform_chat_notify(ngx_platform_chat_main_conf_t *cmcf);
+static void ngx_platform_chat_notify_handler(ngx_event_t *ev);
+static void ngx_platform_chat_wake_others(ngx_platform_chat_main_conf_t *cmcf);
+static void ngx_platform_chat_wake_handler(ngx_event_t *ev);
+static void ngx_platform_chat_deliver(ngx_platform_chat_zone_t *zone);
+static void ngx_platform_chat_deliver_room(ngx_platform_chat_zone_t *zone,
+    ngx_platform_chat_local_t *local);
+
+static ngx_int_t ngx_platform_chat_persist(ngx_platform_chat_conn_t *cc,
+    uint64_t id, u_char *text, size_t len, u_char *time, size_t tlen);
+static void ngx_platform_chat_flush_handler(ngx_event_t *ev);
+static void ngx_platform_chat_flush(ngx_platform_chat_zone_t *zone);
+static void ngx_platform_chat_stored(ngx_platform_pg_query_t *q);
+
+static ngx_int_t ngx_platform_chat_json_field(u_char *p, u_char *last,
+    const char *name, ngx_str_t *value);
+static u_char *ngx_platform_chat_json_value(u_char *p, u_char *last);
+static u_char *ngx_platform_chat_json_string(u_char *p, u_char *last);
+static u_char *ngx_platform_chat_time(u_char *p);
+
+static ngx_int_t ngx_platform_chat_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static ngx_int_t ngx_platform_chat_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_platform_chat_init_process(ngx_cycle_t *cycle);
+static void ngx_platform_chat_exit_process(ngx_cycle_t *cycle);
+static void ngx_platform_chat_close_fds(void *data);
+static ngx_int_t ngx_platform_chat_postconfiguration(ngx_conf_t *cf);
+static void *ngx_platform_chat_create_main_conf(ngx_conf_t *cf);
+static void *ngx_platform_chat_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_platform_chat_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_platform_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_platform_chat(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_platform_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+#define ngx_platform_chat_count(zone, field, n)                               \
+    (void) ngx_atomic_fetch_add(&(zone)->sh->field, n)
+
+
+static ngx_platform_ws_handler_t  ngx_platform_chat_ws_handler = {
+    ngx_string("chat"),
+    ngx_platform_chat_open,
+    ngx_platform_chat_message,
+    ngx_platform_chat_close
+};
+
+
+static ngx_str_t  ngx_platform_chat_join_sql = ngx_string(
+    "SELECT j->>'room', j->>'key', (j->'user')::text, "
+    "(j->'user'->'name')::text, j->>'role', j->>'last_id' "
+    "FROM (SELECT api.chat_join($1::bigint, $2::bigint, $3) AS j) AS s");
+
+static ngx_str_t  ngx_platform_chat_history_sql = ngx_string(
+    "SELECT (x->>'id')::bigint, x::text FROM json_array_elements("
+    "api.chat_messages($1::bigint, $2::bigint, $3, $4::bigint, $5::int)"
+    "->'messages') AS x");
+
+static ngx_str_t  ngx_platform_chat_store_sql = ngx_string(
+    "SELECT api.chat_store($1::jsonb)");
+
+
+static ngx_command_t  ngx_platform_chat_commands[] = {
+
+    { ngx_string("platform_chat_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_platform_chat_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("platform_chat"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_platform_chat,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("platform_chat_presence"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_platform_chat,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      1,
+      NULL },
+
+    { ngx_string("platform_chat_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
+                        |NGX_CONF_TAKE12,
+      ngx_platform_chat_rate,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("platform_chat_max_text"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_platform_chat_loc_conf_t, max_text),
+      NULL },
+
+    { ngx_string("platform_chat_history"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_platform_chat_loc_conf_t, history_size),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_platform_chat_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_platform_chat_postconfiguration,   /* postconfiguration */
+
+    ngx_platform_chat_create_main_conf,    /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_platform_chat_create_loc_conf,     /* create location configuration */
+    ngx_platform_chat_merge_loc_conf       /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_platform_chat_module = {
+    NGX_MODULE_V1,
+    &ngx_platform_chat_module_ctx,         /* module context */
+    ngx_platform_chat_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    ngx_platform_chat_init_module,         /* init module */
+    ngx_platform_chat_init_process,        /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_platform_chat_exit_process,        /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+/* the handshake: authorization (and history) from PostgreSQL, then 101 */
+
+static ngx_int_t
+ngx_platform_chat_handler(ngx_http_request_t *r)
+{
+    return ngx_platform_chat_start(r, 0);
+}
+
+
+static ngx_int_t
+ngx_platform_chat_presence_handler(ngx_http_request_t *r)
+{
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    return ngx_platform_chat_start(r, 1);
+}
+
+
+static ngx_int_t
+ngx_platform_chat_start(ngx_http_request_t *r, ngx_uint_t presence)
+{
+    u_char                        *p;
+    ngx_str_t                      event, room, arg;
+    ngx_uint_t                     i;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_variable_value_t     *vv;
+    ngx_platform_chat_conn_t      *cc;
+    ngx_platform_pg_query_t       *q;
+    ngx_platform_chat_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_platform_chat_module);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cc = ngx_pcalloc(r->pool, sizeof(ngx_platform_chat_conn_t));
+    if (cc == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cc->request = r;
+    cc->conf = clcf;
+    cc->zone = clcf->chat->zone;
+    cc->echo = 1;
+    cc->presence_only = presence;
+
+    /* the event: digits */
+
+    if (ngx_http_complex_value(r, clcf->chat->event, &event) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (event.len == 0 || event.len > 18) {
+        return ngx_platform_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                       "No such event.");
+    }
+
+    for (i = 0; i < event.len; i++) {
+        if (event.data[i] < '0' || event.data[i] > '9') {
+            return ngx_platform_send_error(r, NGX_HTTP_NOT_FOUND,
+                                           "not_found", "No such event.");
+        }
+    }
+
+    *ngx_cpymem(cc->event_buf, event.data, event.len) = '\0';
+
+    /* the room: ?room=main|admin|team|team:<id>, main by default */
+
+    if (presence) {
+        ngx_str_set(&room, "admin");
+
+    } else if (ngx_http_arg(r, (u_char *) "room", 4, &arg) == NGX_OK
+               && arg.len)
+    {
+        if (arg.len >= NGX_PLATFORM_CHAT_ROOM_MAX) {
+            goto bad_room;
+        }
+
+        p = cc->room_buf;
+        ngx_unescape_uri(&p, &arg.data, arg.len, NGX_UNESCAPE_URI);
+        room.data = cc->room_buf;
+        room.len = p - cc->room_buf;
+
+        if (room.len == 0) {
+            goto bad_room;
+        }
+
+        for (i = 0; i < room.len; i++) {
+            if (!((room.data[i] >= 'a' && room.data[i] <= 'z')
+                  || (room.data[i] >= '0' && room.data[i] <= '9')
+                  || room.data[i] == ':'))
+            {
+                goto bad_room;
+            }
+        }
+
+    } else {
+        ngx_str_set(&room, "main");
+    }
+
+    p = ngx_pnalloc(r->pool, room.len + 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *ngx_cpymem(p, room.data, room.len) = '\0';
+
+    q = &cc->query;
+
+    /* $platform_user: NULL without a session (401 from SQL) */
+
+    vv = ngx_http_get_indexed_variable(r, clcf->user_index);
+
+    if (vv && !vv->not_found && vv->len) {
+        cc->values[0] = (char *) ngx_pnalloc(r->pool, vv->len + 1);
+        if (cc->values[0] == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        *ngx_cpymem((u_char *) cc->values[0], vv->data, vv->len) = '\0';
+        cc->user_id = ngx_atoof(vv->data, vv->len);
+    }
+
+    cc->values[1] = (char *) cc->event_buf;
+    cc->values[2] = (char *) p;
+    cc->event_id = ngx_atoof(event.data, event.len);
+
+    q->upstream = cc->zone->upstream;
+    q->statement = clcf->chat->join;
+    q->nparams = 3;
+    q->values = cc->values;
+    q->handler = ngx_platform_chat_joined;
+    q->data = cc;
+    q->log = r->connection->log;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_platform_chat_cleanup;
+    cln->data = cc;
+
+    ngx_http_set_ctx(r, cc, ngx_platform_chat_module);
+
+    if (ngx_platform_pg_query(q) == NGX_ERROR) {
+        return ngx_platform_send_error(r, q->status ? q->status
+                                       : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "unavailable", "The chat is not "
+                                       "available, try again.");
+    }
+
+    cc->waiting = 1;
+    r->main->count++;
+
+    return NGX_DONE;
+
+bad_room:
+
+    return ngx_platform_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                   "No such room.");
+}
+
+
+static ngx_str_t
+ngx_platform_chat_value(ngx_http_request_t *r, PGresult *res, int row,
+    int col)
+{
+    ngx_str_t  s;
+
+    s.len = PQgetlength(res, row, col);
+    s.data = ngx_pnalloc(r->pool, s.len + 1);
+
+    if (s.data == NULL) {
+        s.len = 0;
+        return s;
+    }
+
+    *ngx_cpymem(s.data, PQgetvalue(res, row, col), s.len) = '\0';
+
+    return s;
+}
+
+
+static void
+ngx_platform_chat_joined(ngx_platform_pg_query_t *q)
+{
+    u_char                     *p;
+    uint64_t                    oldest, id;
+    ngx_str_t                   last;
+    PGresult                   *res;
+    ngx_int_t                   rc;
+    ngx_uint_t                  n, s, want;
+    ngx_http_request_t         *r;
+    ngx_platform_chat_conn_t   *cc;
+    ngx_platform_chat_room_t   *room;
+    ngx_platform_chat_zone_t   *zone;
+    ngx_platform_chat_entry_t  *e;
+
+    cc = q->data;
+    r = cc->request;
+    res = q->res;
+    zone = cc->zone;
+
+    cc->waiting = 0;
+
+    if (res == NULL) {
+        rc = ngx_platform_send_error(r, q->status ? q->status
+                                     : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "unavailable", "The chat is not "
+                                     "available, try again.");
+        goto done;
+    }
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1
+        || PQnfields(res) != 6)
+    {
+        rc = ngx_platform_send_pg_error(r, res);
+        PQclear(res);
+        goto done;
+    }
+
+    cc->room = ngx_platform_chat_value(r, res, 0, 0);
+    cc->key = ngx_platform_chat_value(r, res, 0, 1);
+    cc->user = ngx_platform_chat_value(r, res, 0, 2);
+    cc->name = ngx_platform_chat_value(r, res, 0, 3);
+    cc->role = ngx_platform_chat_value(r, res, 0, 4);
+    last = ngx_platform_chat_value(r, res, 0, 5);
+
+    PQclear(res);
+
+    if (cc->room.len == 0 || cc->key.len == 0 || cc->user.len == 0
+        || cc->key.len >= NGX_PLATFORM_CHAT_KEY_MAX)
+    {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto done;
+    }
+
+    cc->last_id = ngx_atoof(last.data, last.len);
+
+    if (cc->presence_only) {
+        rc = ngx_platform_chat_respond_presence(r, cc);
+        goto done;
+    }
+
+    /* does the ring hold the last messages?  else the rest from PG */
+
+    want = cc->conf->history_size;
+    oldest = 0;
+    n = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    room = ngx_platform_chat_lookup(zone, &cc->key,
+                                    ngx_crc32_short(cc->key.data,
+                                                    cc->key.len));
+    if (room) {
+        for (s = room->seq; s >= room->first && s > 0 && n < want; s--) {
+            e = room->ring[s % zone->messages];
+
+            if (e && e->seq == s && e->id) {
+                oldest = e->id;
+                n++;
+            }
+        }
+
+        if (room->last_id > cc->last_id) {
+            cc->last_id = room->last_id;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    id = oldest ? oldest : cc->last_id + 1;
+
+    if (n >= want || id <= 1 || want == 0) {
+        goto upgrade;
+    }
+
+    /* api.chat_messages(user, event, room, before, limit) */
+
+    p = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN + 2);
+    if (p == NULL) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto done;
+    }
+
+    cc->values[2] = (char *) cc->room.data;
+    cc->values[3] = (char *) p;
+    p = ngx_sprintf(p, "%uL", id);
+    *p++ = '\0';
+    cc->values[4] = (char *) p;
+    p = ngx_sprintf(p, "%ui", want - n);
+    *p = '\0';
+
+    q->statement = cc->conf->chat->history;
+    q->nparams = 5;
+    q->handler = ngx_platform_chat_history_done;
+    q->res = NULL;
+
+    if (ngx_platform_pg_query(q) == NGX_ERROR) {
+        rc = ngx_platform_send_error(r, q->status ? q->status
+                                     : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "unavailable", "The chat is not "
+                                     "available, try again.");
+        goto done;
+    }
+
+    cc->waiting = 1;
+
+    return;
+
+upgrade:
+
+    rc = ngx_platform_ws_upgrade(r, &ngx_platform_chat_ws_handler, cc);
+
+done:
+
+    ngx_platform_chat_finish(r, rc);
+}
+
+
+static void
+ngx_platform_chat_history_done(ngx_platform_pg_query_t *q)
+{
+    ngx_int_t                  rc;
+    PGresult                  *res;
+    ngx_http_request_t        *r;
+    ngx_platform_chat_conn_t  *cc;
+
+    cc = q->data;
+    r = cc->request;
+    res = q->res;
+
+    cc->waiting = 0;
+
+    if (res == NULL) {
+        rc = ngx_platform_send_error(r, q->status ? q->status
+                                     : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "unavailable", "The chat is not "
+                                     "available, try again.");
+        goto done;
+    }
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 2) {
+        rc = ngx_platform_send_pg_error(r, res);
+        PQclear(res);
+        goto done;
+    }
+
+    cc->history = res;      /* freed by the cleanup */
+
+    rc = ngx_platform_ws_upgrade(r, &ngx_platform_chat_ws_handler, cc);
+
+done:
+
+    ngx_platform_chat_finish(r, rc);
+}
+
+
+static void
+ngx_platform_chat_finish(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* GET: the live rooms of the event and their connections (organisers) */
+
+static ngx_int_t
+ngx_platform_chat_respond_presence(ngx_http_request_t *r,
+    ngx_platform_chat_conn_t *cc)
+{
+    u_char                     *p;
+    size_t                      len, prefix;
+    ngx_buf_t                  *b;
+    ngx_uint_t                  n;
+    ngx_queue_t                *lq;
+    ngx_platform_chat_room_t   *room;
+    ngx_platform_chat_zone_t   *zone;
+
+    zone = cc->zone;
+
+    /* "<event>:" */
+    prefix = ngx_strlen(cc->event_buf) + 1;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    n = 0;
+
+    for (lq = ngx_queue_head(&zone->sh->lru);
+         lq != ngx_queue_sentinel(&zone->sh->lru);
+         lq = ngx_queue_next(lq))
+    {
+        room = ngx_queue_data(lq, ngx_platform_chat_room_t, lru);
+
+        if (room->len > prefix
+            && ngx_strncmp(room->key, cc->key.data, prefix) == 0)
+        {
+            n++;
+        }
+    }
+
+    len = sizeof("{\"event_id\":,\"rooms\":[]}") + NGX_INT64_LEN
+          + n * (sizeof("{\"room\":\"\",\"count\":,\"last_id\":},")
+                 + NGX_PLATFORM_CHAT_KEY_MAX + 2 * NGX_INT64_LEN);
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(b->last, "{\"event_id\":%uL,\"rooms\":[", cc->event_id);
+
+    for (lq = ngx_queue_head(&zone->sh->lru);
+         lq != ngx_queue_sentinel(&zone->sh->lru) && n;
+         lq = ngx_queue_next(lq))
+    {
+        room = ngx_queue_data(lq, ngx_platform_chat_room_t, lru);
+
+        if (room->len > prefix
+            && ngx_strncmp(room->key, cc->key.data, prefix) == 0)
+        {
+            if (p[-1] != '[') {
+                *p++ = ',';
+            }
+
+            p = ngx_sprintf(p, "{\"room\":\"%*s\",\"count\":%ui,"
+                            "\"last_id\":%uL}",
+                            (size_t) (room->len - prefix),
+                            room->key + prefix, room->count, room->last_id);
+            n--;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    p = ngx_cpymem(p, "]}", 2);
+    b->last = p;
+
+    return ngx_platform_send_body(r, NGX_HTTP_OK, b);
+}
+
+
+static void
+ngx_platform_chat_cleanup(void *data)
+{
+    ngx_platform_chat_conn_t  *cc = data;
+
+    if (cc->waiting) {
+        ngx_platform_pg_abort(&cc->query);
+        cc->waiting = 0;
+    }
+
+    if (cc->history) {
+        PQclear(cc->history);
+        cc->history = NULL;
+    }
+}
+
+
+/* the WebSocket */
+
+static ngx_int_t
+ngx_platform_chat_open(ngx_platform_ws_t *ws)
+{
+    u_char                     *p, *start;
+    size_t                      len;
+    uint64_t                    oldest, limit;
+    ngx_int_t                   rc;
+    ngx_uint_t                  n, i, want, count, rows, from;
+    ngx_str_node_t             *sn;
+    ngx_platform_chat_conn_t   *cc;
+    ngx_platform_chat_local_t  *local;
+    ngx_platform_chat_room_t   *room;
+    ngx_platform_chat_zone_t   *zone;
+    ngx_platform_chat_entry_t  *e, **hist;
+    uint32_t                    hash;
+
+    cc = ws->data;
+    cc->ws = ws;
+    zone = cc->zone;
+    want = cc->conf->history_size;
+
+    hist = ngx_pcalloc(cc->request->pool,
+                       (want + 1) * sizeof(ngx_platform_chat_entry_t *));
+    if (hist == NULL) {
+        return NGX_ERROR;
+    }
+
+    hash = ngx_crc32_short(cc->key.data, cc->key.len);
+
+    /* the welcome, with the history, is built under the lock: no copies */
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    room = ngx_platform_chat_room_get(zone, &cc->key, cc->last_id);
+
+    if (room == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_log_error(NGX_LOG_ERR, ws->connection->log, 0,
+                      "platform_chat_zone \"%V\" is full", &zone->name);
+        return NGX_ERROR;
+    }
+
+    room->count++;
+    (void) ngx_atomic_fetch_add(&zone->sh->connections, 1);
+    count = room->count;
+
+    rc = ngx_platform_chat_presence_notice(cc, "joined", &count);
+    if (rc == NGX_ERROR) {
+        /* no room for the notice: the join goes on without it */
+        ngx_platform_chat_count(zone, dropped, 1);
+    }
+
+    cc->from = room->seq;
+    cc->joined = 1;
+
+    n = 0;
+    oldest = 0;
+
+    for (i = room->seq; i >= room->first && i > 0 && n < want; i--) {
+        e = room->ring[i % zone->messages];
+
+        if (e && e->seq == i && e->id) {
+            hist[n++] = e;
+            oldest = e->id;
+        }
+    }
+
+    /* from PG: the newest rows older than the ring's oldest message */
+
+    limit = oldest ? oldest : (uint64_t) -1;
+    rows = 0;
+    from = 0;
+
+    if (cc->history && n < want) {
+        rows = PQntuples(cc->history);
+
+        /* ascending ids: those at or after the ring's start are cut off */
+
+        while (rows
+               && (uint64_t) ngx_atoof((u_char *)
+                                       PQgetvalue(cc->history, rows - 1, 0),
+                                       PQgetlength(cc->history, rows - 1, 0))
+                  >= limit)
+        {
+            rows--;
+        }
+
+        if (rows > want - n) {
+            from = rows - (want - n);
+        }
+    }
+
+    len = sizeof("{\"type\":\"welcome\",\"room\":\"\",\"user\":,\"role\":\"\","
+                 "\"count\":,\"messages\":[]}")
+          + cc->room.len + cc->user.len + cc->role.len + NGX_INT64_LEN;
+
+    for (i = 0; i < n; i++) {
+        len += hist[i]->len + 1;
+    }
+
+    for (i = from; i < rows; i++) {
+        len += PQgetlength(cc->history, i, 1) + 1;
+    }
+
+    start = ngx_pnalloc(cc->request->pool, len);
+    if (start == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(start, "{\"type\":\"welcome\",\"room\":\"%V\","
+                    "\"user\":%V,\"role\":\"%V\",\"count\":%ui,"
+                    "\"messages\":[", &cc->room, &cc->user, &cc->role,
+                    count);
+
+    for (i = from; i < rows; i++) {
+        if (p[-1] != '[') {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, PQgetvalue(cc->history, i, 1),
+                       PQgetlength(cc->history, i, 1));
+    }
+
+    while (n) {
+        e = hist[--n];
+
+        if (p[-1] != '[') {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, e->data, e->len);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    p = ngx_cpymem(p, "]}", 2);
+
+    if (ngx_platform_ws_send(ws, NGX_PLATFORM_WS_TEXT, start, p - start)
+        == NGX_ERROR)
+    {
+        return NGX_ERROR;
+    }
+
+    if (cc->history) {
+        PQclear(cc->history);
+        cc->history = NULL;
+    }
+
+    /* this worker's side of the room */
+
+    sn = ngx_str_rbtree_lookup(&zone->local, &cc->key, hash);
+
+    if (sn) {
+        local = (ngx_platform_chat_local_t *) sn;
+
+    } else {
+        local = ngx_alloc(sizeof(ngx_platform_chat_local_t),
+                          ws->connection->log);
+        if (local == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(local->key, cc->key.data, cc->key.len);
+        local->sn.str.data = local->key;
+        local->sn.str.len = cc->key.len;
+        local->sn.node.key = hash;
+        local->room = room;
+        local->delivered = cc->from;
+        ngx_queue_init(&local->members);
+        ngx_queue_insert_tail(&zone->locals, &local->queue);
+        ngx_rbtree_insert(&zone->local, &local->sn.node);
+    }
+
+    cc->local = local;
+    ngx_queue_insert_tail(&local->members, &cc->queue);
+
+    ngx_platform_chat_notify(zone->cmcf);
+
+    return NGX_OK;
+}
+
+
+/* under the mutex: a presence entry; count is the room's */
+
+static ngx_int_t
+ngx_platform_chat_presence_notice(ngx_platform_chat_conn_t *cc,
+    const char *what, ngx_uint_t *count)
+{
+    u_char                     *p;
+    size_t                      len;
+    ngx_platform_chat_room_t   *room;
+    ngx_platform_chat_entry_t  *e;
+
+    room = ngx_platform_chat_lookup(cc->zone, &cc->key,
+                                    ngx_crc32_short(cc->key.data,
+                                                    cc->key.len));
+    if (room == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = sizeof("{\"type\":\"presence\",\"\":,\"count\":}") - 1
+          + ngx_strlen(what) + cc->user.len + NGX_INT_T_LEN;
+
+    e = ngx_platform_chat_append(cc->zone, room, len);
+    if (e == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(e->data, "{\"type\":\"presence\",\"%s\":%V,\"count\":%ui}",
+                    what, &cc->user, *count);
+
+    e->len = p - e->data;
+    e->id = 0;
+    e->user = cc->user_id;
+    room->bytes -= len - e->len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_platform_chat_message(ngx_platform_ws_t *ws, ngx_uint_t opcode,
+    u_char *data, size_t len)
+{
+    ngx_int_t                  excess;
+    ngx_str_t                  type, text, echo;
+    ngx_msec_t                 now;
+    ngx_msec_int_t             ms;
+    ngx_platform_chat_conn_t  *cc;
+
+    cc = ws->data;
+
+    if (opcode != NGX_PLATFORM_WS_TEXT
+        || ngx_platform_chat_json_field(data, data + len, "type", &type)
+           != NGX_OK)
+    {
+        return ngx_platform_chat_error(cc, "bad_request",
+                                       "Send JSON objects with a "
+                                       "\\\"type\\\".");
+    }
+
+    if (type.len == sizeof("\"options\"") - 1
+        && ngx_strncmp(type.data, "\"options\"", type.len) == 0)
+    {
+        if (ngx_platform_chat_json_field(data, data + len, "echo", &echo)
+            == NGX_OK)
+        {
+            if (echo.len == 4 && ngx_strncmp(echo.data, "true", 4) == 0) {
+                cc->echo = 1;
+
+            } else if (echo.len == 5
+                       && ngx_strncmp(echo.data, "false", 5) == 0)
+            {
+                cc->echo = 0;
+
+            } else {
+                return ngx_platform_chat_error(cc, "bad_request",
+                                               "echo: true or false");
+            }
+        }
+
+        return NGX_OK;
+    }
+
+    if (type.len != sizeof("\"message\"") - 1
+        || ngx_strncmp(type.data, "\"message\"", type.len) != 0)
+    {
+        return ngx_platform_chat_error(cc, "bad_request",
+                                       "Unknown message type.");
+    }
+
+    if (ngx_platform_chat_json_field(data, data + len, "text", &text)
+        != NGX_OK
+        || text.len < 3 || text.data[0] != '"')
+    {
+        return ngx_platform_chat_error(cc, "bad_request",
+                                       "A message needs a \\\"text\\\".");
+    }
+
+    if (text.len - 2 > cc->conf->max_text) {
+        return ngx_platform_chat_error(cc, "too_long",
+                                       "The message is too long.");
+    }
+
+    /* the rate, leaky bucket as limit_req */
+
+    now = ngx_current_msec;
+
+    if (cc->last == 0) {
+        excess = 0;
+
+    } else {
+        ms = (ngx_msec_int_t) (now - cc->last);
+
+        if (ms < 0) {
+            ms = 0;
+        }
+
+        excess = (ngx_int_t) cc->excess
+                 - (ngx_int_t) (cc->conf->rate * ms / 1000) + 1000;
+
+        if (excess < 0) {
+            excess = 0;
+        }
+    }
+
+    if (cc->conf->rate && (ngx_uint_t) excess > cc->conf->burst) {
+        ngx_platform_chat_count(cc->zone, rate_limited, 1);
+        return ngx_platform_chat_error(cc, "rate_limited",
+                                       "Too many messages: wait a moment.");
+    }
+
+    cc->excess = excess;
+    cc->last = now ? now : 1;
+
+    return ngx_platform_chat_publish(cc, text.data, text.len);
+}
+
+
+static ngx_int_t
+ngx_platform_chat_error(ngx_platform_chat_conn_t *cc, const char *code,
+    const char *message)
+{
+    u_char  *p;
+    u_char   buf[256];
+
+    p = ngx_snprintf(buf, sizeof(buf),
+                     "{\"type\":\"error\",\"code\":\"%s\",\"message\":\"%s\"}",
+                     code, message);
+
+    if (ngx_platform_ws_send(cc->ws, NGX_PLATFORM_WS_TEXT, buf, p - buf)
+        == NGX_ERROR)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* text is a JSON string literal, as the client sent it (validated) */
+
+static ngx_int_t
+ngx_platform_chat_publish(ngx_platform_chat_conn_t *cc, u_char *text,
+    size_t len)
+{
+    u_char                     *p;
+    size_t                      size;
+    uint64_t                    id;
+    ngx_platform_chat_room_t   *room;
+    ngx_platform_chat_zone_t   *zone;
+    ngx_platform_chat_entry_t  *e;
+    u_char                      time[32];
+    size_t                      tlen;
+
+    zone = cc->zone;
+    tlen = ngx_platform_chat_time(time) - time;
+
+    size = sizeof("{\"type\":\"message\",\"id\":,\"room\":\"\",\"sender\":,"
+                  "\"text\":,\"time\":\"\"}") - 1
+           + NGX_INT64_LEN + cc->room.len + cc->user.len + len + tlen;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    room = cc->local->room;
+
+    e = ngx_platform_chat_append(zone, room, size);
+
+    if (e == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_platform_chat_count(zone, dropped, 1);
+        return ngx_platform_chat_error(cc, "busy",
+                                       "The chat is busy: send again.");
+    }
+
+    id = ++room->last_id;
+
+    p = ngx_sprintf(e->data, "{\"type\":\"message\",\"id\":%uL,"
+                    "\"room\":\"%V\",\"sender\":%V,\"text\":",
+                    id, &cc->room, &cc->user);
+    p = ngx_cpymem(p, text, len);
+    p = ngx_sprintf(p, ",\"time\":\"%*s\"}", tlen, time);
+
+    e->len = p - e->data;
+    e->id = id;
+    e->user = cc->user_id;
+    room->bytes -= size - e->len;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_platform_chat_count(zone, published, 1);
+
+    /*
+     * Many messages in one pass of the event loop (a client's burst read
+     * at once): delivered and announced now rather than at the end of the
+     * pass, so that no ring passes over entries not delivered yet.
+     */
+
+    if (id && room->seq - cc->local->delivered >= NGX_PLATFORM_CHAT_BURST) {
+        ngx_platform_chat_wake_others(zone->cmcf);
+        ngx_platform_chat_deliver_room(zone, cc->local);
+    }
+
+    ngx_platform_chat_notify(zone->cmcf);
+
+    if (ngx_platform_chat_persist(cc, id, text, len, time, tlen) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, cc->ws->connection->log, 0,
+                      "chat message %uL of \"%V\" not persisted",
+                      id, &cc->key);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_platform_chat_close(ngx_platform_ws_t *ws, ngx_uint_t code)
+{
+    ngx_uint_t                  count;
+    ngx_platform_chat_conn_t   *cc;
+    ngx_platform_chat_local_t  *local;
+    ngx_platform_chat_room_t   *room;
+    ngx_platform_chat_zone_t   *zone;
+
+    cc = ws->data;
+
+    if (!cc->joined) {
+        return;
+    }
+
+    cc->joined = 0;
+    zone = cc->zone;
+    local = cc->local;
+    room = local->room;
+
+    ngx_queue_remove(&cc->queue);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (room->count) {
+        room->count--;
+    }
+
+    (void) ngx_atomic_fetch_add(&zone->sh->connections, -1);
+
+    count = room->count;
+
+    if (ngx_platform_chat_presence_notice(cc, "left", &count) != NGX_OK) {
+        ngx_platform_chat_count(zone, dropped, 1);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (ngx_queue_empty(&local->members)) {
+        /* what is left in the ring is nobody's here any more */
+        ngx_rbtree_delete(&zone->local, &local->sn.node);
+        ngx_queue_remove(&local->queue);
+        ngx_free(local);
+    }
+
+    cc->local = NULL;
+
+    ngx_platform_chat_notify(zone->cmcf);
+}
+
+
+/* the zone, under the mutex */
+
+static ngx_platform_chat_room_t *
+ngx_platform_chat_lookup(ngx_platform_chat_zone_t *zone, ngx_str_t *key,
+    uint32_t hash)
+{
+    ngx_int_t                  rc;
+    ngx_rbtree_node_t         *node, *sentinel;
+    ngx_platform_chat_room_t  *room;
+
+    node = zone->sh->rbtree.root;
+    sentinel = zone->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        room = (ngx_platform_chat_room_t *) node;
+
+        rc = ngx_memn2cmp(key->data, room->key, key->len, room->len);
+
+        if (rc == 0) {
+            return room;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_platform_chat_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t         **p;
+    ngx_platform_chat_room_t   *r, *t;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            r = (ngx_platform_chat_room_t *) node;
+            t = (ngx_platform_chat_room_t *) temp;
+
+            p = (ngx_memn2cmp(r->key, t->key, r->len, t->len) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+static ngx_platform_chat_room_t *
+ngx_platform_chat_room_get(ngx_platform_chat_zone_t *zone, ngx_str_t *key,
+    uint64_t last_id)
+{
+    size_t                     size;
+    uint32_t                   hash;
+    ngx_platform_chat_room_t  *room;
+
+    hash = ngx_crc32_short(key->data, key->len);
+
+    room = ngx_platform_chat_lookup(zone, key, hash);
+
+    if (room) {
+        if (room->last_id < last_id) {
+            room->last_id = last_id;
+        }
+
+        ngx_platform_chat_touch(zone, room);
+        return room;
+    }
+
+    size = offsetof(ngx_platform_chat_room_t, key) + key->len;
+    size = ngx_align(size, sizeof(void *));
+
+    for ( ;; ) {
+        room = ngx_slab_alloc_locked(zone->shpool,
+                                     size + zone->messages * sizeof(void *));
+        if (room) {
+            break;
+        }
+
+        if (!ngx_platform_chat_evict(zone, NULL)) {
+            return NULL;
+        }
+    }
+
+    ngx_memzero(room, size + zone->messages * sizeof(void *));
+
+    room->node.key = hash;
+    room->len = (u_short) key->len;
+    ngx_memcpy(room->key, key->data, key->len);
+    room->ring = (ngx_platform_chat_entry_t **) ((u_char *) room + size);
+    room->seq = 0;
+    room->first = 1;
+    room->last_id = last_id;
+    room->used = ngx_time();
+
+    ngx_rbtree_insert(&zone->sh->rbtree, &room->node);
+    ngx_queue_insert_head(&zone->sh->lru, &room->lru);
+    zone->sh->rooms++;
+
+    return room;
+}
+
+
+/*
+ * A new entry at the end of the ring: the oldest go when the ring is full
+ * (slots or bytes); when the zone is full, other rooms' entries go first,
+ * least recently used rooms first.  len is an upper bound.
+ */
+
+static ngx_platform_chat_entry_t *
+ngx_platform_chat_append(ngx_platform_chat_zone_t *zone,
+    ngx_platform_chat_room_t *room, size_t len)
+{
+    ngx_platform_chat_entry_t  *e;
+
+    while (room->first <= room->seq
+           && (room->seq - room->first + 1 >= zone->messages
+               || room->bytes + len > zone->room_size))
+    {
+        ngx_platform_chat_drop_oldest(zone, room);
+    }
+
+    for ( ;; ) {
+        e = ngx_slab_alloc_locked(zone->shpool,
+                                  offsetof(ngx_platform_chat_entry_t, data)
+                                  + len);
+        if (e) {
+            break;
+        }
+
+        if (!ngx_platform_chat_evict(zone, room)) {
+            return NULL;
+        }
+    }
+
+    if (room->first > room->seq) {
+        room->first = room->seq + 1;
+    }
+
+    e->seq = ++room->seq;
+    e->len = len;
+    room->ring[e->seq % zone->messages] = e;
+    room->bytes += len;
+    room->used = ngx_time();
+
+    ngx_platform_chat_touch(zone, room);
+
+    return e;
+}
+
+
+static void
+ngx_platform_chat_drop_oldest(ngx_platform_chat_zone_t *zone,
+    ngx_platform_chat_room_t *room)
+{
+    ngx_uint_t                  slot;
+    ngx_platform_chat_entry_t  *e;
+
+    slot = room->first % zone->messages;
+    e = room->ring[slot];
+
+    if (e && e->seq == room->first) {
+        room->bytes -= e->len;
+        room->ring[slot] = NULL;
+        ngx_slab_free_locked(zone->shpool, e);
+    }
+
+    room->first++;
+}
+
+
+/* frees something: 1, or 0 when nothing could go */
+
+static ngx_uint_t
+ngx_platform_chat_evict(ngx_platform_chat_zone_t *zone,
+    ngx_platform_chat_room_t *keep)
+{
+    time_t                     now;
+    ngx_queue_t               *lq;
+    ngx_platform_chat_room_t  *room;
+
+    now = ngx_time();
+
+    for (lq = ngx_queue_last(&zone->sh->lru);
+         lq != ngx_queue_sentinel(&zone->sh->lru);
+         lq = ngx_queue_prev(lq))
+    {
+        room = ngx_queue_data(lq, ngx_platform_chat_room_t, lru);
+
+        if (room == keep) {
+            continue;
+        }
+
+        if (room->first <= room->seq) {
+            /* an idle room's ring: emptied at once */
+
+            while (room->first <= room->seq) {
+                ngx_platform_chat_drop_oldest(zone, room);
+                (void) ngx_atomic_fetch_add(&zone->sh->evicted_entries, 1);
+            }
+
+            return 1;
+        }
+
+        if (room->count == 0 && now - room->used > NGX_PLATFORM_CHAT_IDLE) {
+            ngx_queue_remove(&room->lru);
+            ngx_rbtree_delete(&zone->sh->rbtree, &room->node);
+            ngx_slab_free_locked(zone->shpool, room);
+            zone->sh->rooms--;
+            (void) ngx_atomic_fetch_add(&zone->sh->evicted_rooms, 1);
+            return 1;
+        }
+    }
+
+    /* the room itself keeps its newest entry */
+
+    if (keep && keep->first < keep->seq) {
+        ngx_platform_chat_drop_oldest(zone, keep);
+        (void) ngx_atomic_fetch_add(&zone->sh->evicted_entries, 1);
+        return 1;
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_platform_chat_touch(ngx_platform_chat_zone_t *zone,
+    ngx_platform_chat_room_t *room)
+{
+    ngx_queue_remove(&room->lru);
+    ngx_queue_insert_head(&zone->sh->lru, &room->lru);
+}
+
+
+/* wake-up: one posted event per pass writes every other worker's eventfd */
+
+static void
+ngx_platform_chat_notify(ngx_platform_chat_main_conf_t *cmcf)
+{
+    if (!cmcf->notify.posted) {
+        ngx_post_event(&cmcf->notify, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_platform_chat_notify_handler(ngx_event_t *ev)
+{
+    ngx_uint_t                      i;
+    ngx_platform_chat_zone_t      **zones;
+    ngx_platform_chat_main_conf_t  *cmcf;
+
+    cmcf = ev->data;
+
+    ngx_platform_chat_wake_others(cmcf);
+
+    zones = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        ngx_platform_chat_deliver(zones[i]);
+    }
+}
+
+
+static void
+ngx_platform_chat_wake_others(ngx_platform_chat_main_conf_t *cmcf)
+{
+    uint64_t    one;
+    ngx_uint_t  i;
+
+    one = 1;
+
+    for (i = 0; i < cmcf->nfds; i++) {
+        if (i == ngx_worker || cmcf->fds[i] == NGX_INVALID_FILE) {
+            continue;
+        }
+
+        if (write(cmcf->fds[i], &one, sizeof(uint64_t)) == -1
+            && ngx_errno != NGX_EAGAIN)
+        {
+            ngx_log_error(NGX_LOG_ALERT, cmcf->log, ngx_errno,
+                          "write() to the chat eventfd of worker %ui "
+                          "failed", i);
+        }
+    }
+}
+
+
+static void
+ngx_platform_chat_wake_handler(ngx_event_t *ev)
+{
+    uint64_t                        n;
+    ngx_uint_t                      i;
+    ngx_connection_t               *c;
+    ngx_platform_chat_zone_t      **zones;
+    ngx_platform_chat_main_conf_t  *cmcf;
+
+    c = ev->data;
+    cmcf = c->data;
+
+    while (read(c->fd, &n, sizeof(uint64_t)) == sizeof(uint64_t)) {
+        /* void */
+    }
+
+    zones = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        ngx_platform_chat_deliver(zones[i]);
+    }
+
+    if (ngx_handle_read_event(ev, 0) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                      "chat eventfd: cannot wait for events");
+    }
+}
+
+
+static void
+ngx_platform_chat_deliver(ngx_platform_chat_zone_t *zone)
+{
+    ngx_queue_t                *lq;
+    ngx_platform_chat_local_t  *local;
+
+    for (lq = ngx_queue_head(&zone->locals);
+         lq != ngx_queue_sentinel(&zone->locals);
+         lq = ngx_queue_next(lq))
+    {
+        local = ngx_queue_data(lq, ngx_platform_chat_local_t, queue);
+
+        if (local->room->seq != local->delivered) {
+            ngx_platform_chat_deliver_room(zone, local);
+        }
+    }
+}
+
+
+/*
+ * The new entries of a room, copied once (as frames) into a shared buffer
+ * under the mutex, then queued to each connection of this worker in the
+ * room: one piece per connection when it gets them all, a piece per run
+ * otherwise (no-echo, a connection that joined in between).
+ */
+
+static void
+ngx_platform_chat_deliver_room(ngx_platform_chat_zone_t *zone,
+    ngx_platform_chat_local_t *local)
+{
+    u_char                     *pos;
+    size_t                      size;
+    uint64_t                    s, from, last;
+    ngx_uint_t                  i, j, k, n;
+    ngx_queue_t                *q;
+    ngx_platform_chat_room_t   *room;
+    ngx_platform_chat_conn_t   *cc;
+    ngx_platform_chat_entry_t  *e;
+    ngx_platform_chat_piece_t  *pc;
+    ngx_platform_ws_shared_t   *sb;
+
+    room = local->room;
+    zone->pieces.nelts = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    last = room->seq;
+    from = local->delivered + 1;
+
+    if (from < room->first) {
+        /* gone before this worker came round: skipped, counted */
+        (void) ngx_atomic_fetch_add(&zone->sh->lagged, room->first - from);
+        from = room->first;
+    }
+
+    size = 0;
+
+    for (s = from; s <= last; s++) {
+        e = room->ring[s % zone->messages];
+
+        if (e && e->seq == s) {
+            size += NGX_PLATFORM_WS_MAX_HEADER + e->len;
+        }
+    }
+
+    sb = NULL;
+
+    if (size) {
+        sb = ngx_platform_ws_shared_create(size, zone->cmcf->log);
+    }
+
+    if (sb) {
+        for (s = from; s <= last; s++) {
+            e = room->ring[s % zone->messages];
+
+            if (e == NULL || e->seq != s) {
+                continue;
+            }
+
+            pc = ngx_array_push(&zone->pieces);
+            if (pc == NULL) {
+                break;
+            }
+
+            pc->pos = ngx_platform_ws_shared_add(sb, NGX_PLATFORM_WS_TEXT,
+                                                 e->data, e->len);
+            pc->last = sb->last;
+            pc->seq = s;
+            pc->user = e->user;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    local->delivered = last;
+
+    if (sb == NULL) {
+        return;
+    }
+
+    pc = zone->pieces.elts;
+    n = zone->pieces.nelts;
+
+    for (q = ngx_queue_head(&local->members);
+         q != ngx_queue_sentinel(&local->members);
+         q = ngx_queue_next(q))
+    {
+        cc = ngx_queue_data(q, ngx_platform_chat_conn_t, queue);
+
+        /* runs of pieces this connection gets */
+
+        for (i = 0; i < n; i = j) {
+
+            if (pc[i].seq <= cc->from
+                || (!cc->echo && pc[i].user == cc->user_id))
+            {
+                j = i + 1;
+                continue;
+            }
+
+            pos = pc[i].pos;
+
+            for (j = i + 1; j < n; j++) {
+                if (pc[j].seq <= cc->from
+                    || (!cc->echo && pc[j].user == cc->user_id))
+                {
+                    break;
+                }
+            }
+
+            k = j - i;
+
+            if (ngx_platform_ws_send_shared(cc->ws, sb, pos, pc[j - 1].last,
+                                            k)
+                != NGX_OK)
+            {
+                /* closing (too slow): its close() comes later */
+                break;
+            }
+
+            ngx_platform_chat_count(zone, delivered, k);
+        }
+
+        if (cc->from < last) {
+            cc->from = last;
+        }
+    }
+
+    ngx_platform_ws_shared_release(sb);
+}
+
+
+/* persistence: batches per worker */
+
+static ngx_int_t
+ngx_platform_chat_persist(ngx_platform_chat_conn_t *cc, uint64_t id,
+    u_char *text, size_t len, u_char *time, size_t tlen)
+{
+    u_char                    *p, *n;
+    size_t                     need, size;
+    ngx_platform_chat_zone_t  *zone;
+
+    zone = cc->zone;
+
+    need = sizeof(",{\"e\":,\"r\":\"\",\"i\":,\"u\":,\"n\":,\"t\":,"
+                  "\"at\":\"\"}]") + 3 * NGX_INT64_LEN
+           + cc->room.len + cc->name.len + len + tlen;
+
+    if (zone->pending_len + need > zone->pending_size) {
+        size = ngx_max(zone->pending_size * 2, zone->pending_len + need);
+        size = ngx_max(size, 4096);
+
+        n = ngx_alloc(size, cc->ws->connection->log);
+        if (n == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (zone->pending) {
+            ngx_memcpy(n, zone->pending, zone->pending_len);
+            ngx_free(zone->pending);
+        }
+
+        zone->pending = n;
+        zone->pending_size = size;
+    }
+
+    p = zone->pending + zone->pending_len;
+
+    *p++ = zone->pending_n ? ',' : '[';
+
+    p = ngx_sprintf(p, "{\"e\":%uL,\"r\":\"%V\",\"i\":%uL,\"u\":%uL,"
+                    "\"n\":%V,\"t\":", cc->event_id, &cc->room, id,
+                    cc->user_id, &cc->name);
+    p = ngx_cpymem(p, text, len);
+    p = ngx_sprintf(p, ",\"at\":\"%*s\"}", tlen, time);
+
+    zone->pending_len = p - zone->pending;
+    zone->pending_n++;
+
+    if (zone->pending_n >= zone->batch) {
+        ngx_platform_chat_flush(zone);
+
+    } else if (!zone->flush_ev.timer_set && !zone->busy) {
+        ngx_add_timer(&zone->flush_ev, zone->flush);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_platform_chat_flush_handler(ngx_event_t *ev)
+{
+    ngx_platform_chat_flush(ev->data);
+}
+
+
+static void
+ngx_platform_chat_flush(ngx_platform_chat_zone_t *zone)
+{
+    ngx_platform_pg_query_t  *q;
+
+    if (zone->busy || zone->pending_n == 0) {
+        return;
+    }
+
+    if (zone->flush_ev.timer_set) {
+        ngx_del_timer(&zone->flush_ev);
+    }
+
+    /* "]" and NUL: room was kept for them */
+
+    zone->pending[zone->pending_len++] = ']';
+    zone->pending[zone->pending_len] = '\0';
+
+    zone->inflight = zone->pending;
+    zone->inflight_n = zone->pending_n;
+    zone->pending = NULL;
+    zone->pending_len = 0;
+    zone->pending_size = 0;
+    zone->pending_n = 0;
+
+    q = &zone->query;
+    ngx_memzero(q, sizeof(ngx_platform_pg_query_t));
+
+    zone->values[0] = (char *) zone->inflight;
+
+    q->upstream = zone->upstream;
+    q->statement = zone->store;
+    q->nparams = 1;
+    q->values = zone->values;
+    q->handler = ngx_platform_chat_stored;
+    q->data = zone;
+    q->log = zone->cmcf->log;
+
+    zone->busy = 1;
+
+    if (ngx_platform_pg_query(q) == NGX_ERROR) {
+        q->res = NULL;
+        ngx_platform_chat_stored(q);
+    }
+}
+
+
+static void
+ngx_platform_chat_stored(ngx_platform_pg_query_t *q)
+{
+    ngx_platform_chat_zone_t  *zone;
+
+    zone = q->data;
+    zone->busy = 0;
+
+    ngx_platform_chat_count(zone, batches, 1);
+
+    if (q->res && PQresultStatus(q->res) == PGRES_TUPLES_OK) {
+        ngx_platform_chat_count(zone, persisted, zone->inflight_n);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, zone->cmcf->log, 0,
+                      "chat: %ui messages not stored: %s", zone->inflight_n,
+                      q->res ? PQresultErrorMessage(q->res)
+                             : (q->reason ? q->reason : "no connection"));
+        ngx_platform_chat_count(zone, persist_failed, zone->inflight_n);
+    }
+
+    if (q->res) {
+        PQclear(q->res);
+        q->res = NULL;
+    }
+
+    ngx_free(zone->inflight);
+    zone->inflight = NULL;
+
+    if (zone->pending_n) {
+        if (zone->pending_n >= zone->batch) {
+            ngx_platform_chat_flush(zone);
+
+        } else if (!zone->flush_ev.timer_set) {
+            ngx_add_timer(&zone->flush_ev, zone->flush);
+        }
+    }
+}
+
+
+/*
+ * A minimal reader for the clients' JSON objects: the raw value of a
+ * top-level field (a string with its quotes), NGX_DECLINED when absent,
+ * NGX_ERROR when the text is not one JSON object.  Strings are checked
+ * (escapes, no control characters, no \u0000 that PostgreSQL refuses); the
+ * WebSocket layer has checked the UTF-8.
+ */
+
+static ngx_int_t
+ngx_platform_chat_json_field(u_char *p, u_char *last, const char *name,
+    ngx_str_t *value)
+{
+    u_char     *k, *kend, *v;
+    size_t      len;
+    ngx_int_t   rc;
+
+    len = ngx_strlen(name);
+    rc = NGX_DECLINED;
+
+#define ws(p)  while (p < last && (*p == ' ' || *p == '\t' || *p == '\n'    \
+                                   || *p == '\r')) p++
+
+    ws(p);
+
+    if (p == last || *p++ != '{') {
+        return NGX_ERROR;
+    }
+
+    ws(p);
+
+    if (p < last && *p == '}') {
+        p++;
+        goto end;
+    }
+
+    for ( ;; ) {
+        ws(p);
+        k = p;
+        p = ngx_platform_chat_json_string(p, last);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        kend = p;
+
+        ws(p);
+
+        if (p == last || *p++ != ':') {
+            return NGX_ERROR;
+        }
+
+        ws(p);
+        v = p;
+        p = ngx_platform_chat_json_value(p, last);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if ((size_t) (kend - k) == len + 2
+            && ngx_strncmp(k + 1, name, len) == 0)
+        {
+            value->data = v;
+            value->len = p - v;
+            rc = NGX_OK;
+        }
+
+        ws(p);
+
+        if (p == last) {
+            return NGX_ERROR;
+        }
+
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+
+        if (*p++ == '}') {
+            break;
+        }
+
+        return NGX_ERROR;
+    }
+
+end:
+
+    ws(p);
+
+#undef ws
+
+    return (p == last) ? rc : NGX_ERROR;
+}
+
+
+static u_char *
+ngx_platform_chat_json_string(u_char *p, u_char *last)
+{
+    ngx_uint_t  i;
+
+    if (p == last || *p++ != '"') {
+        return NULL;
+    }
+
+    while (p < last) {
+
+        if (*p == '"') {
+            return p + 1;
+        }
+
+        if (*p < 0x20) {
+            return NULL;
+        }
+
+        if (*p++ != '\\') {
+            continue;
+        }
+
+        if (p == last) {
+            return NULL;
+        }
+
+        switch (*p++) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n':
+        case 'r': case 't':
+            break;
+
+        case 'u':
+            if (last - p < 4 || ngx_strncmp(p, "0000", 4) == 0) {
+                return NULL;
+            }
+
+            for (i = 0; i < 4; i++) {
+                if (ngx_hextoi(p + i, 1) == NGX_ERROR) {
+                    return NULL;
+                }
+            }
+
+            p += 4;
+            break;
+
+        default:
+            return NULL;
+        }
+    }
+
+    return NULL;
+}
+
+
+static u_char *
+ngx_platform_chat_json_value(u_char *p, u_char *last)
+{
+    u_char      c, *start;
+    ngx_uint_t  depth;
+
+    if (p == last) {
+        return NULL;
+    }
+
+    if (*p == '"') {
+        return ngx_platform_chat_json_string(p, last);
+    }
+
+    if (*p == '{' || *p == '[') {
+        /* skipped, strings inside respected */
+        depth = 0;
+
+        while (p < last) {
+            c = *p;
+
+            if (c == '"') {
+                p = ngx_platform_chat_json_string(p, last);
+                if (p == NULL) {
+                    return NULL;
+                }
+                continue;
+            }
+
+            if (c == '{' || c == '[') {
+                if (++depth > 16) {
+                    return NULL;
+                }
+
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0) {
+                    return p + 1;
+                }
+            }
+
+            p++;
+        }
+
+        return NULL;
+    }
+
+    /* true, false, null, numbers */
+
+    start = p;
+
+    while (p < last && ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')
+                        || *p == '-' || *p == '+' || *p == '.'
+                        || *p == 'E'))
+    {
+        p++;
+    }
+
+    return (p == start) ? NULL : p;
+}
+
+
+/* 2026-11-23T19:26:37.123Z */
+
+static u_char *
+ngx_platform_chat_time(u_char *p)
+{
+    ngx_tm_t     tm;
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+    ngx_gmtime(tp->sec, &tm);
+
+    return ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                       tp->msec);
+}
+
+
+/* statistics */
+
+size_t
+ngx_platform_chat_status_size(ngx_http_request_t *r)
+{
+    ngx_uint_t                      i;
+    ngx_platform_chat_zone_t      **zones;
+    ngx_platform_chat_main_conf_t  *cmcf;
+    size_t                          len;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_platform_chat_module);
+
+    if (cmcf == NULL) {
+        return 0;
+    }
+
+    len = 1024;
+    zones = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        len += 12 * (96 + NGX_ATOMIC_T_LEN + zones[i]->name.len);
+    }
+
+    return len;
+}
+
+
+u_char *
+ngx_platform_chat_status(ngx_http_request_t *r, u_char *p, u_char *last)
+{
+    ngx_uint_t                      i;
+    ngx_platform_chat_zone_t      **zones, *z;
+    ngx_platform_chat_shctx_t      *sh;
+    ngx_platform_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_platform_chat_module);
+
+    if (cmcf == NULL || cmcf->zones.nelts == 0) {
+        return p;
+    }
+
+    zones = cmcf->zones.elts;
+
+    p = ngx_slprintf(p, last,
+        "# HELP platform_chat_rooms Rooms in the chat zone.\n"
+        "# TYPE platform_chat_rooms gauge\n"
+        "# HELP platform_chat_connections Chat connections.\n"
+        "# TYPE platform_chat_connections gauge\n"
+        "# HELP platform_chat_messages_total Chat messages published, "
+        "delivered (one per connection), refused for lack of memory "
+        "(dropped), rate limited, skipped by a worker that came round after "
+        "the ring had dropped them (lagged).\n"
+        "# TYPE platform_chat_messages_total counter\n"
+        "# HELP platform_chat_evicted_total Ring entries and idle rooms "
+        "evicted from a full zone.\n"
+        "# TYPE platform_chat_evicted_total counter\n"
+        "# HELP platform_chat_persist_total Batches written to PostgreSQL "
+        "and the messages in them, stored or failed.\n"
+        "# TYPE platform_chat_persist_total counter\n");
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        z = zones[i];
+        sh = z->sh;
+
+        if (sh == NULL) {
+            continue;
+        }
+
+        p = ngx_slprintf(p, last,
+            "platform_chat_rooms{zone=\"%V\"} %uA\n"
+            "platform_chat_connections{zone=\"%V\"} %uA\n"
+            "platform_chat_messages_total{zone=\"%V\",result=\"published\"}"
+            " %uA\n"
+            "platform_chat_messages_total{zone=\"%V\",result=\"delivered\"}"
+            " %uA\n"
+            "platform_chat_messages_total{zone=\"%V\",result=\"dropped\"}"
+            " %uA\n"
+            "platform_chat_messages_total{zone=\"%V\","
+            "result=\"rate_limited\"} %uA\n"
+            "platform_chat_messages_total{zone=\"%V\",result=\"lagged\"}"
+            " %uA\n"
+            "platform_chat_evicted_total{zone=\"%V\",what=\"entries\"} %uA\n"
+            "platform_chat_evicted_total{zone=\"%V\",what=\"rooms\"} %uA\n"
+            "platform_chat_persist_total{zone=\"%V\",what=\"batches\"} %uA\n"
+            "platform_chat_persist_total{zone=\"%V\",what=\"stored\"} %uA\n"
+            "platform_chat_persist_total{zone=\"%V\",what=\"failed\"} %uA\n",
+            &z->name, sh->rooms, &z->name, sh->connections,
+            &z->name, sh->published, &z->name, sh->delivered,
+            &z->name, sh->dropped, &z->name, sh->rate_limited,
+            &z->name, sh->lagged,
+            &z->name, sh->evicted_entries, &z->name, sh->evicted_rooms,
+            &z->name, sh->batches, &z->name, sh->persisted,
+            &z->name, sh->persist_failed);
+    }
+
+    return p;
+}
+
+
+/* configuration and processes */
+
+static ngx_int_t
+ngx_platform_chat_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_platform_chat_zone_t  *ozone = data;
+
+    size_t                     len;
+    ngx_platform_chat_zone_t  *zone;
+
+    zone = shm_zone->data;
+    zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (ozone) {
+        zone->sh = ozone->sh;
+        return NGX_OK;
+    }
+
+    if (shm_zone->shm.exists) {
+        zone->sh = zone->shpool->data;
+        return NGX_OK;
+    }
+
+    zone->sh = ngx_slab_alloc(zone->shpool,
+                              sizeof(ngx_platform_chat_shctx_t));
+    if (zone->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(zone->sh, sizeof(ngx_platform_chat_shctx_t));
+
+    zone->shpool->data = zone->sh;
+
+    ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
+                    ngx_platform_chat_rbtree_insert_value);
+    ngx_queue_init(&zone->sh->lru);
+
+    len = sizeof(" in platform_chat_zone \"\"") + shm_zone->shm.name.len;
+
+    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
+    if (zone->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(zone->shpool->log_ctx, " in platform_chat_zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    zone->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+/* the master, before the fork: an eventfd per worker */
+
+static ngx_int_t
+ngx_platform_chat_init_module(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                      i;
+    ngx_core_conf_t                *ccf;
+    ngx_pool_cleanup_t             *cln;
+    ngx_platform_chat_main_conf_t  *cmcf;
+
+    if (ngx_test_config || ngx_process == NGX_PROCESS_SIGNALLER) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module)
+        == NULL)
+    {
+        return NGX_OK;
+    }
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_platform_chat_module);
+
+    if (cmcf == NULL || cmcf->zones.nelts == 0) {
+        return NGX_OK;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    cmcf->nfds = ccf->master ? ccf->worker_processes : 1;
+    cmcf->fds = ngx_palloc(cycle->pool, cmcf->nfds * sizeof(ngx_fd_t));
+    if (cmcf->fds == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cycle->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < cmcf->nfds; i++) {
+        cmcf->fds[i] = NGX_INVALID_FILE;
+    }
+
+    cln->handler = ngx_platform_chat_close_fds;
+    cln->data = cmcf;
+
+#if (NGX_LINUX)
+    for (i = 0; i < cmcf->nfds; i++) {
+        cmcf->fds[i] = eventfd(0, EFD_NONBLOCK|EFD_CLOEXEC);
+
+        if (cmcf->fds[i] == -1) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                          "eventfd() for the chat failed");
+            cmcf->fds[i] = NGX_INVALID_FILE;
+            return NGX_ERROR;
+        }
+    }
+#else
+    ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                  "platform_chat_zone needs Linux (eventfd)");
+    return NGX_ERROR;
+#endif
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_platform_chat_close_fds(void *data)
+{
+    ngx_platform_chat_main_conf_t  *cmcf = data;
+
+    ngx_uint_t  i;
+
+    for (i = 0; i < cmcf->nfds; i++) {
+        if (cmcf->fds[i] != NGX_INVALID_FILE) {
+            (void) close(cmcf->fds[i]);
+            cmcf->fds[i] = NGX_INVALID_FILE;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_platform_chat_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                      i;
+    ngx_connection_t               *c;
+    ngx_platform_chat_zone_t      **zones, *zone;
+    ngx_platform_chat_main_conf_t  *cmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    if (ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module)
+        == NULL)
+    {
+        return NGX_OK;
+    }
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_platform_chat_module);
+
+    if (cmcf == NULL || cmcf->zones.nelts == 0 || cmcf->fds == NULL) {
+        return NGX_OK;
+    }
+
+    cmcf->log = cycle->log;
+    cmcf->notify.handler = ngx_platform_chat_notify_handler;
+    cmcf->notify.data = cmcf;
+    cmcf->notify.log = cycle->log;
+
+    zones = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        zone = zones[i];
+
+        ngx_rbtree_init(&zone->local, &zone->local_sentinel,
+                        ngx_str_rbtree_insert_value);
+        ngx_queue_init(&zone->locals);
+
+        if (ngx_array_init(&zone->pieces, cycle->pool, 64,
+                           sizeof(ngx_platform_chat_piece_t))
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        zone->flush_ev.handler = ngx_platform_chat_flush_handler;
+        zone->flush_ev.data = zone;
+        zone->flush_ev.log = cycle->log;
+    }
+
+    /* our eventfd, read; the others' only written */
+
+    if (ngx_worker >= cmcf->nfds) {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < cmcf->nfds; i++) {
+        if (i != ngx_worker) {
+            continue;
+        }
+
+        c = ngx_get_connection(cmcf->fds[i], cycle->log);
+        if (c == NULL) {
+            return NGX_ERROR;
+        }
+
+        c->data = cmcf;
+        c->read->handler = ngx_platform_chat_wake_handler;
+        c->read->log = cycle->log;
+        c->write->log = cycle->log;
+        c->log = cycle->log;
+
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            ngx_free_connection(c);
+            return NGX_ERROR;
+        }
+
+        cmcf->wake = c;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_platform_chat_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_platform_chat_main_conf_t  *cmcf;
+
+    if (ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module)
+        == NULL)
+    {
+        return;
+    }
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_platform_chat_module);
+
+    if (cmcf && cmcf->wake) {
+        ngx_close_connection(cmcf->wake);
+        cmcf->wake = NULL;
+    }
+}
+
+
+static ngx_int_t
+ngx_platform_chat_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_uint_t                      i;
+    ngx_platform_main_conf_t       *pmcf;
+    ngx_platform_chat_zone_t      **zones, *zone;
+    ngx_platform_pg_upstream_t    **upp;
+    ngx_platform_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_platform_chat_module);
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_platform_module);
+
+    zones = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        zone = zones[i];
+
+        if (zone->pg_name.len) {
+            zone->upstream = ngx_platform_pg_upstream_find(cf,
+                                                           &zone->pg_name);
+        } else if (pmcf->upstreams.nelts) {
+            upp = pmcf->upstreams.elts;
+            zone->upstream = upp[0];
+        }
+
+        if (zone->upstream == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "platform_chat_zone \"%V\": no platform_pg "
+                               "block%s%V", &zone->name,
+                               zone->pg_name.len ? " " : "",
+                               &zone->pg_name);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_platform_chat_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_platform_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_pcalloc(cf->pool, sizeof(ngx_platform_chat_main_conf_t));
+    if (cmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&cmcf->zones, cf->pool, 1,
+                       sizeof(ngx_platform_chat_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return cmcf;
+}
+
+
+static void *
+ngx_platform_chat_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_platform_chat_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_platform_chat_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->chat = NULL;
+     */
+
+    conf->rate = NGX_CONF_UNSET_UINT;
+    conf->burst = NGX_CONF_UNSET_UINT;
+    conf->max_text = NGX_CONF_UNSET_SIZE;
+    conf->history_size = NGX_CONF_UNSET_UINT;
+    conf->user_index = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_platform_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_platform_chat_loc_conf_t *prev = parent;
+    ngx_platform_chat_loc_conf_t *conf = child;
+
+    ngx_str_t  name = ngx_string("platform_user");
+
+    ngx_conf_merge_uint_value(conf->rate, prev->rate, 5000);
+    ngx_conf_merge_uint_value(conf->burst, prev->burst, 10000);
+    ngx_conf_merge_size_value(conf->max_text, prev->max_text, 2000);
+    ngx_conf_merge_uint_value(conf->history_size, prev->history_size, 20);
+
+    if (conf->max_text > 8000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "platform_chat_max_text: at most 8000");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->history_size > 100) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "platform_chat_history: at most 100");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->chat) {
+        conf->user_index = ngx_http_get_variable_index(cf, &name);
+        if (conf->user_index == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * platform_chat_zone NAME SIZE [pg=NAME] [messages=N] [room_size=SIZE]
+ *                    [flush=TIME] [batch=N];
+ */
+
+static char *
+ngx_platform_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_platform_chat_main_conf_t *cmcf = conf;
+
+    ssize_t                     size;
+    ngx_str_t                  *value, s;
+    ngx_int_t                   n;
+    ngx_uint_t                  i;
+    ngx_platform_chat_zone_t   *zone, **zp;
+
+    value = cf->args->elts;
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_platform_chat_zone_t));
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->name = value[1];
+    zone->cmcf = cmcf;
+    zone->messages = 100;
+    zone->room_size = 64 * 1024;
+    zone->flush = 20;
+    zone->batch = 100;
+
+    size = ngx_parse_size(&value[2]);
+
+    if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "platform_chat_zone \"%V\": invalid size \"%V\" "
+                           "(at least %uz)", &value[1], &value[2],
+                           8 * ngx_pagesize);
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 3; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "pg=", 3) == 0) {
+            zone->pg_name.data = value[i].data + 3;
+            zone->pg_name.len = value[i].len - 3;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "messages=", 9) == 0) {
+            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
+            if (n < 2 || n > 10000) {
+                goto invalid;
+            }
+            zone->messages = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "room_size=", 10) == 0) {
+            s.data = value[i].data + 10;
+            s.len = value[i].len - 10;
+            n = ngx_parse_size(&s);
+            if (n < 1024) {
+                goto invalid;
+            }
+            zone->room_size = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "flush=", 6) == 0) {
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+            n = ngx_parse_time(&s, 0);
+            if (n == NGX_ERROR || n < 1) {
+                goto invalid;
+            }
+            zone->flush = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "batch=", 6) == 0) {
+            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
+            if (n < 1 || n > 10000) {
+                goto invalid;
+            }
+            zone->batch = n;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    zone->shm_zone = ngx_shared_memory_add(cf, &value[1], size,
+                                           &ngx_platform_chat_module);
+    if (zone->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (zone->shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    zone->shm_zone->init = ngx_platform_chat_init_zone;
+    zone->shm_zone->data = zone;
+
+    n = ngx_platform_statement_add(cf, &ngx_platform_chat_store_sql);
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->store = n;
+
+    zp = ngx_array_push(&cmcf->zones);
+    if (zp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *zp = zone;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "platform_chat_zone: invalid parameter \"%V\"",
+                       &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * platform_chat event=$1 [zone=NAME];
+ * platform_chat_presence event=$1 [zone=NAME];
+ */
+
+static char *
+ngx_platform_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_platform_chat_loc_conf_t *clcf = conf;
+
+    ngx_int_t                           n;
+    ngx_str_t                          *value, name;
+    ngx_uint_t                          i;
+    ngx_http_core_loc_conf_t           *hclcf;
+    ngx_platform_chat_zone_t          **zones;
+    ngx_http_compile_complex_value_t    ccv;
+    ngx_platform_chat_main_conf_t      *cmcf;
+    ngx_platform_chat_loc_conf_main_t  *chat;
+
+    if (clcf->chat) {
+        return "is duplicate";
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_platform_chat_module);
+
+    chat = ngx_pcalloc(cf->pool, sizeof(ngx_platform_chat_loc_conf_main_t));
+    if (chat == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+    ngx_str_null(&name);
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "event=", 6) == 0) {
+            value[i].data += 6;
+            value[i].len -= 6;
+
+            chat->event = ngx_palloc(cf->pool,
+                                     sizeof(ngx_http_complex_value_t));
+            if (chat->event == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+            ccv.cf = cf;
+            ccv.value = &value[i];
+            ccv.complex_value = chat->event;
+
+            if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+            name.data = value[i].data + 5;
+            name.len = value[i].len - 5;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (chat->event == NULL) {
+        return "needs event=";
+    }
+
+    zones = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        if (name.len == 0
+            || (zones[i]->name.len == name.len
+                && ngx_strncmp(zones[i]->name.data, name.data, name.len)
+                   == 0))
+        {
+            chat->zone = zones[i];
+            break;
+        }
+    }
+
+    if (chat->zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no platform_chat_zone%s%V (it must come before)",
+                           name.len ? " " : "", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_platform_statement_add(cf, &ngx_platform_chat_join_sql);
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    chat->join = n;
+
+    n = ngx_platform_statement_add(cf, &ngx_platform_chat_history_sql);
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    chat->history = n;
+    chat->presence = cmd->offset;
+    clcf->chat = chat;
+
+    hclcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (cmd->offset) {
+        hclcf->handler = ngx_platform_chat_presence_handler;
+        return NGX_CONF_OK;
+    }
+
+    hclcf->handler = ngx_platform_chat_handler;
+
+    if (ngx_platform_ws_enable(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* platform_chat_rate 5r/s [burst=10]; "off" */
+
+static char *
+ngx_platform_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_platform_chat_loc_conf_t *clcf = conf;
+
+    u_char     *p;
+    size_t      len;
+    ngx_int_t   rate, scale, burst;
+    ngx_str_t  *value;
+
+    if (clcf->rate != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        clcf->rate = 0;
+        clcf->burst = 0;
+        return NGX_CONF_OK;
+    }
+
+    len = value[1].len;
+    p = value[1].data + len - 3;
+    scale = 1;
+
+    if (len > 3 && ngx_strncmp(p, "r/s", 3) == 0) {
+        len -= 3;
+
+    } else if (len > 3 && ngx_strncmp(p, "r/m", 3) == 0) {
+        scale = 60;
+        len -= 3;
+
+    } else {
+        goto invalid;
+    }
+
+    rate = ngx_atoi(value[1].data, len);
+    if (rate <= 0) {
+        goto invalid;
+    }
+
+    burst = 0;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "burst=", 6) != 0) {
+            goto invalid;
+        }
+
+        burst = ngx_atoi(value[2].data + 6, value[2].len - 6);
+        if (burst < 0) {
+            goto invalid;
+        }
+    }
+
+    clcf->rate = rate * 1000 / scale;
+    clcf->burst = burst * 1000;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "platform_chat_rate: invalid value \"%V\"",
+                       &value[cf->args->nelts - 1]);
+    return NGX_CONF_ERROR;
+}
