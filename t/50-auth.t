@@ -20,20 +20,8 @@ use Time::HiRes qw(sleep time);
 my $t = Test::Platform->new(workers => 2);
 my $dir = $t->testdir;
 
-# 32 random bytes per key file.
-sub write_key {
-    my ($name) = @_;
-    open(my $in, '<:raw', '/dev/urandom') or die "urandom: $!\n";
-    read($in, my $key, 32) == 32 or die "urandom: short read\n";
-    close $in;
-    open(my $out, '>:raw', "$dir/$name") or die "$name: $!\n";
-    print $out $key;
-    close $out;
-    chmod 0600, "$dir/$name";
-}
-
-write_key('session.key');
-write_key('new.key');
+$t->key_file('session.key');
+$t->key_file('new.key');
 
 $t->psql(<<'EOF');
 -- What the identity variables say, for the access tests.

@@ -17,20 +17,9 @@ use Test::Platform;
 my $t = Test::Platform->new(workers => 2);
 my $dir = $t->testdir;
 
-sub key_file {
-    my ($name) = @_;
-    open my $fh, '<', '/dev/urandom' or die $!;
-    read $fh, my $key, 32;
-    close $fh;
-    open my $out, '>', "$dir/$name" or die $!;
-    binmode $out;
-    print $out $key;
-    close $out;
-}
-
-key_file('new.key');
-key_file('old.key');
-key_file('other.key');
+$t->key_file('new.key');
+$t->key_file('old.key');
+$t->key_file('other.key');
 
 $t->psql(<<'EOF');
 CREATE FUNCTION api.t_issue(claims text) RETURNS json LANGUAGE plpgsql AS $$

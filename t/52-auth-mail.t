@@ -20,12 +20,7 @@ plan(skip_all => 'python3-aiosmtpd not installed (make deps installs it)')
 my $t = Test::Platform->new;
 my $dir = $t->testdir;
 
-open(my $in, '<:raw', '/dev/urandom') or die "urandom: $!\n";
-read($in, my $key, 32) == 32 or die "urandom: short read\n";
-close $in;
-open(my $out, '>:raw', "$dir/session.key") or die "key: $!\n";
-print $out $key;
-close $out;
+$t->key_file;    # session.key in the test directory
 
 my $smtp = $t->smtp_sink;
 my $smtp_port = $smtp->port;

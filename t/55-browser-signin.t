@@ -24,12 +24,7 @@ unless (-d "$dir/node_modules/playwright-core") {
     die "npm ci in t/browser failed:\n$out" if $?;
 }
 
-open(my $in, '<:raw', '/dev/urandom') or die "urandom: $!\n";
-read($in, my $key, 32) == 32 or die "urandom: short read\n";
-close $in;
-open(my $out, '>:raw', $t->testdir . '/session.key') or die "key: $!\n";
-print $out $key;
-close $out;
+$t->key_file;    # session.key in the test directory
 
 # A staff account (TOTP on the account page) and the test-only "mailbox":
 # the last link mailed (the mail job's payload, sql/004_jobs.sql).

@@ -56,12 +56,7 @@ unless (-d "$dir/node_modules/playwright-core") {
     die "npm ci in t/browser failed:\n$out" if $?;
 }
 
-open(my $in, '<:raw', '/dev/urandom') or die "urandom: $!\n";
-read($in, my $key, 32) == 32 or die "urandom: short read\n";
-close $in;
-open(my $out, '>:raw', "$tdir/session.key") or die "key: $!\n";
-print $out $key;
-close $out;
+$t->key_file;    # session.key in the test directory
 
 my %have = map { $_ => -f "$root/conf/api/$_.conf" } qw(registration teams);
 my @areas = ('core', 'auth', 'events', grep { $have{$_} } qw(registration teams));

@@ -37,13 +37,7 @@ plan skip_all => 'no image_filter module (make deps installs '
                  . 'libnginx-mod-http-image-filter)'
     unless $image_filter;
 
-open(my $in, '<:raw', '/dev/urandom') or die "urandom: $!\n";
-read($in, my $key, 32) == 32 or die "urandom: short read\n";
-close $in;
-open(my $out, '>:raw', "$dir/session.key") or die "session.key: $!\n";
-print $out $key;
-close $out;
-chmod 0600, "$dir/session.key";
+$t->key_file;    # session.key in the test directory
 
 $t->psql(<<'EOF');
 CREATE FUNCTION api.t_upload(name text, type text, size bigint, width int,

@@ -27,13 +27,7 @@ my $dir = $t->testdir;
 my $port = $t->port;
 my $origin = "http://127.0.0.1:$port";
 
-open(my $in, '<:raw', '/dev/urandom') or die "urandom: $!\n";
-read($in, my $key, 32) == 32 or die "urandom: short read\n";
-close $in;
-open(my $out, '>:raw', "$dir/session.key") or die "session.key: $!\n";
-print $out $key;
-close $out;
-chmod 0600, "$dir/session.key";
+$t->key_file;    # session.key in the test directory
 
 $t->http_conf(<<"EOF");
     platform_pg main { server "%%CONNINFO%%"; pool_size 4; }

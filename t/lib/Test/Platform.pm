@@ -51,6 +51,9 @@ package Test::Platform;
 #                           override in the hash) and include
 #                           conf/api/AREA.conf: tests run the locations
 #                           `make run` serves
+#   key_file([NAME])        32 random bytes in TESTDIR/NAME (default
+#                           session.key), mode 0600: a key for
+#                           platform_session_key; returns the path
 #   nginx_t                 (ok, output) of nginx -t
 #   run, reload, stop       start (waits for the ports and workers), HUP and
 #                           wait for new workers, QUIT and check
@@ -181,6 +184,21 @@ sub api_conf {
 
     return join('', map({ "set \$platform_$_ $set{$_};\n" } sort keys %set),
                 map({ "include %%ROOT%%/conf/api/$_.conf;\n" } @areas));
+}
+
+sub key_file {
+    my ($self, $name) = @_;
+    my $path = "$self->{testdir}/" . ($name // 'session.key');
+
+    open(my $in, '<:raw', '/dev/urandom') or die "urandom: $!\n";
+    read($in, my $key, 32) == 32 or die "urandom: short read\n";
+    close $in;
+    open(my $out, '>:raw', $path) or die "$path: $!\n";
+    print $out $key;
+    close $out;
+    chmod 0600, $path;
+
+    return $path;
 }
 
 # Lines matching qr// are not counted as errors in the error log check.
