@@ -84,6 +84,9 @@ typedef struct {
     ngx_atomic_t                batches;
     ngx_atomic_t                persisted;
     ngx_atomic_t                persist_failed;
+    ngx_atomic_t                relayed;     /* heard, appended */
+    ngx_atomic_t                relay_duplicates;
+    ngx_atomic_t                relay_skipped;   /* too long to notify */
 } ngx_platform_chat_shctx_t;
 
 
@@ -103,6 +106,8 @@ typedef struct {
     ngx_str_t                   pg_name;
     ngx_platform_pg_upstream_t *upstream;
     ngx_uint_t                  store;       /* statement */
+    ngx_str_t                   relay;       /* channel, NUL-terminated */
+    ngx_uint_t                  relay_store; /* statement */
 
     ngx_platform_chat_main_conf_t  *cmcf;
 
@@ -118,7 +123,7 @@ typedef struct {
     ngx_uint_t                  pending_n;
     u_char                     *inflight;
     ngx_uint_t                  inflight_n;
-    const char                 *values[1];
+    const char                 *values[2];
     ngx_platform_pg_query_t     query;
     ngx_event_t                 flush_ev;
     unsigned                    busy:1;
@@ -258,6 +263,9 @@ static void ngx_platform_chat_flush_handler(ngx_event_t *ev);
 static void ngx_platform_chat_flush(ngx_platform_chat_zone_t *zone);
 static void ngx_platform_chat_stored(ngx_platform_pg_query_t *q);
 
+static void ngx_platform_chat_relay_notify(void *data, const char *channel,
+    const char *payload);
+static void ngx_platform_chat_relay_listening(void *data);
 static ngx_int_t ngx_platform_chat_json_field(u_char *p, u_char *last,
     const char *name, ngx_str_t *value);
 static u_char *ngx_platform_chat_json_value(u_char *p, u_char *last);
@@ -304,6 +312,9 @@ static ngx_str_t  ngx_platform_chat_history_sql = ngx_string(
     "SELECT (x->>'id')::bigint, x::text FROM json_array_elements("
     "api.chat_messages($1::bigint, $2::bigint, $3, $4::bigint, $5::int)"
     "->'messages') AS x");
+
+static ngx_str_t  ngx_platform_chat_relay_sql = ngx_string(
+    "SELECT api.chat_relay($1::jsonb, $2)");
 
 static ngx_str_t  ngx_platform_chat_store_sql = ngx_string(
     "SELECT api.chat_store($1::jsonb)");
@@ -1220,6 +1231,20 @@ ngx_platform_chat_publish(ngx_platform_chat_conn_t *cc, u_char *text,
     zone = cc->zone;
     tlen = ngx_platform_chat_time(time) - time;
 
+    if (zone->relay.len) {
+        /* numbered by PostgreSQL, heard back like every host's */
+
+        if (ngx_platform_chat_persist(cc, 0, text, len, time, tlen)
+            != NGX_OK)
+        {
+            return ngx_platform_chat_error(cc, "busy",
+                                           "The chat is busy: send again.");
+        }
+
+        ngx_platform_chat_count(zone, published, 1);
+        return NGX_OK;
+    }
+
     size = sizeof("{\"type\":\"message\",\"id\":,\"room\":\"\",\"sender\":,"
                   "\"text\":,\"time\":\"\"}") - 1
            + NGX_INT64_LEN + cc->room.len + cc->user.len + len + tlen;
@@ -1840,9 +1865,9 @@ ngx_platform_chat_persist(ngx_platform_chat_conn_t *cc, uint64_t id,
 
     zone = cc->zone;
 
-    need = sizeof(",{\"e\":,\"r\":\"\",\"i\":,\"u\":,\"n\":,\"t\":,"
+    need = sizeof(",{\"e\":,\"r\":\"\",\"i\":,\"u\":,\"n\":,\"s\":,\"t\":,"
                   "\"at\":\"\"}]") + 3 * NGX_INT64_LEN
-           + cc->room.len + cc->name.len + len + tlen;
+           + cc->room.len + cc->name.len + cc->user.len + len + tlen;
 
     if (zone->pending_len + need > zone->pending_size) {
         size = ngx_max(zone->pending_size * 2, zone->pending_len + need);
@@ -1867,15 +1892,17 @@ ngx_platform_chat_persist(ngx_platform_chat_conn_t *cc, uint64_t id,
     *p++ = zone->pending_n ? ',' : '[';
 
     p = ngx_sprintf(p, "{\"e\":%uL,\"r\":\"%V\",\"i\":%uL,\"u\":%uL,"
-                    "\"n\":%V,\"t\":", cc->event_id, &cc->room, id,
-                    cc->user_id, &cc->name);
+                    "\"n\":%V,\"s\":%V,\"t\":", cc->event_id, &cc->room, id,
+                    cc->user_id, &cc->name, &cc->user);
     p = ngx_cpymem(p, text, len);
     p = ngx_sprintf(p, ",\"at\":\"%*s\"}", tlen, time);
 
     zone->pending_len = p - zone->pending;
     zone->pending_n++;
 
-    if (zone->pending_n >= zone->batch) {
+    /* relayed: at once when none is in flight, clients wait for it */
+
+    if (zone->pending_n >= zone->batch || (zone->relay.len && !zone->busy)) {
         ngx_platform_chat_flush(zone);
 
     } else if (!zone->flush_ev.timer_set && !zone->busy) {
@@ -1922,10 +1949,11 @@ ngx_platform_chat_flush(ngx_platform_chat_zone_t *zone)
     ngx_memzero(q, sizeof(ngx_platform_pg_query_t));
 
     zone->values[0] = (char *) zone->inflight;
+    zone->values[1] = (char *) zone->relay.data;
 
     q->upstream = zone->upstream;
-    q->statement = zone->store;
-    q->nparams = 1;
+    q->statement = zone->relay.len ? zone->relay_store : zone->store;
+    q->nparams = zone->relay.len ? 2 : 1;
     q->values = zone->values;
     q->handler = ngx_platform_chat_stored;
     q->data = zone;
@@ -1970,13 +1998,114 @@ ngx_platform_chat_stored(ngx_platform_pg_query_t *q)
     zone->inflight = NULL;
 
     if (zone->pending_n) {
-        if (zone->pending_n >= zone->batch) {
+        if (zone->pending_n >= zone->batch || zone->relay.len) {
             ngx_platform_chat_flush(zone);
 
         } else if (!zone->flush_ev.timer_set) {
             ngx_add_timer(&zone->flush_ev, zone->flush);
         }
     }
+}
+
+
+/*
+ * Across hosts (relay=CHANNEL): what PostgreSQL numbered and stored,
+ * heard on the LISTEN connection of this worker's pool, every worker of
+ * every host.  {"k": key, "i": id, "u": user, "m": message}.  The first
+ * worker of a host to hear a message appends it (the room's last_id says
+ * which ids the ring has), the others skip it: each message is delivered
+ * once on each host.  A room nobody on this host is in is created anyway,
+ * so that a client joining right after gets the message in its welcome.
+ */
+
+static void
+ngx_platform_chat_relay_notify(void *data, const char *channel,
+    const char *payload)
+{
+    ngx_platform_chat_zone_t *zone = data;
+
+    u_char                     *p, *last;
+    uint64_t                    id, user;
+    ngx_str_t                   key, v, m;
+    ngx_platform_chat_room_t   *room;
+    ngx_platform_chat_entry_t  *e;
+
+    p = (u_char *) payload;
+    last = p + ngx_strlen(payload);
+
+    if (ngx_platform_chat_json_field(p, last, "k", &key) != NGX_OK
+        || key.len < 3 || key.len - 2 > NGX_PLATFORM_CHAT_KEY_MAX
+        || ngx_platform_chat_json_field(p, last, "i", &v) != NGX_OK
+        || (id = ngx_atoof(v.data, v.len)) == (uint64_t) NGX_ERROR
+        || id == 0
+        || ngx_platform_chat_json_field(p, last, "u", &v) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, zone->cmcf->log, 0,
+                      "chat relay: invalid notification on \"%s\": %s",
+                      channel, payload);
+        return;
+    }
+
+    user = (v.len == 4 && ngx_strncmp(v.data, "null", 4) == 0)
+           ? 0 : (uint64_t) ngx_atoof(v.data, v.len);
+
+    key.data++;
+    key.len -= 2;
+
+    if (ngx_platform_chat_json_field(p, last, "m", &m) != NGX_OK) {
+        /* too long to be notified: it is in the history */
+        ngx_platform_chat_count(zone, relay_skipped, 1);
+        m.len = 0;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    room = ngx_platform_chat_room_get(zone, &key, id - 1);
+
+    if (room == NULL || id <= room->last_id) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        if (room) {
+            ngx_platform_chat_count(zone, relay_duplicates, 1);
+        }
+
+        return;
+    }
+
+    room->last_id = id;
+
+    if (m.len == 0) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+
+    e = ngx_platform_chat_append(zone, room, m.len);
+
+    if (e == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_platform_chat_count(zone, dropped, 1);
+        return;
+    }
+
+    ngx_memcpy(e->data, m.data, m.len);
+    e->id = id;
+    e->user = user;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_platform_chat_count(zone, relayed, 1);
+    ngx_platform_chat_notify(zone->cmcf);
+}
+
+
+static void
+ngx_platform_chat_relay_listening(void *data)
+{
+    ngx_platform_chat_zone_t *zone = data;
+
+    ngx_log_error(NGX_LOG_INFO, zone->cmcf->log, 0,
+                  "platform_chat_zone \"%V\": relaying through \"%V\"",
+                  &zone->name, &zone->relay);
 }
 
 
@@ -2228,7 +2357,7 @@ ngx_platform_chat_status_size(ngx_http_request_t *r)
     zones = cmcf->zones.elts;
 
     for (i = 0; i < cmcf->zones.nelts; i++) {
-        len += 12 * (96 + NGX_ATOMIC_T_LEN + zones[i]->name.len);
+        len += 15 * (96 + NGX_ATOMIC_T_LEN + zones[i]->name.len);
     }
 
     return len;
@@ -2266,7 +2395,11 @@ ngx_platform_chat_status(ngx_http_request_t *r, u_char *p, u_char *last)
         "# TYPE platform_chat_evicted_total counter\n"
         "# HELP platform_chat_persist_total Batches written to PostgreSQL "
         "and the messages in them, stored or failed.\n"
-        "# TYPE platform_chat_persist_total counter\n");
+        "# TYPE platform_chat_persist_total counter\n"
+        "# HELP platform_chat_relay_total Messages heard from PostgreSQL "
+        "(relay=): appended to the ring, already there (another worker "
+        "heard them first), or too long to be notified.\n"
+        "# TYPE platform_chat_relay_total counter\n");
 
     for (i = 0; i < cmcf->zones.nelts; i++) {
         z = zones[i];
@@ -2301,6 +2434,18 @@ ngx_platform_chat_status(ngx_http_request_t *r, u_char *p, u_char *last)
             &z->name, sh->evicted_entries, &z->name, sh->evicted_rooms,
             &z->name, sh->batches, &z->name, sh->persisted,
             &z->name, sh->persist_failed);
+
+        if (z->relay.len) {
+            p = ngx_slprintf(p, last,
+                "platform_chat_relay_total{zone=\"%V\",result=\"relayed\"}"
+                " %uA\n"
+                "platform_chat_relay_total{zone=\"%V\","
+                "result=\"duplicate\"} %uA\n"
+                "platform_chat_relay_total{zone=\"%V\",result=\"skipped\"}"
+                " %uA\n",
+                &z->name, sh->relayed, &z->name, sh->relay_duplicates,
+                &z->name, sh->relay_skipped);
+        }
     }
 
     return p;
@@ -2585,6 +2730,16 @@ ngx_platform_chat_postconfiguration(ngx_conf_t *cf)
                                &zone->pg_name);
             return NGX_ERROR;
         }
+
+        if (zone->relay.len
+            && ngx_platform_pg_listen(cf, zone->upstream, &zone->relay,
+                                      ngx_platform_chat_relay_notify,
+                                      ngx_platform_chat_relay_listening,
+                                      zone)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;
@@ -2753,6 +2908,18 @@ ngx_platform_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "relay=", 6) == 0) {
+            zone->relay.len = value[i].len - 6;
+            zone->relay.data = ngx_pnalloc(cf->pool, zone->relay.len + 1);
+            if (zone->relay.data == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            *ngx_cpymem(zone->relay.data, value[i].data + 6,
+                        zone->relay.len) = '\0';
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "batch=", 6) == 0) {
             n = ngx_atoi(value[i].data + 6, value[i].len - 6);
             if (n < 1 || n > 10000) {
@@ -2786,6 +2953,15 @@ ngx_platform_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     zone->store = n;
+
+    if (zone->relay.len) {
+        n = ngx_platform_statement_add(cf, &ngx_platform_chat_relay_sql);
+        if (n == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
+        zone->relay_store = n;
+    }
 
     zp = ngx_array_push(&cmcf->zones);
     if (zp == NULL) {

@@ -63,6 +63,7 @@ struct ngx_platform_pg_pool_s {
     ngx_queue_t                 free_jobs;
     ngx_log_t                  *log;
     ngx_platform_pg_stats_t    *stats;
+    ngx_platform_pg_query_t     listen;      /* LISTEN, on conns[0] */
     unsigned                    attempted:1;
 };
 
@@ -83,6 +84,9 @@ static void ngx_platform_pg_write_handler(ngx_event_t *ev);
 static void ngx_platform_pg_timer_handler(ngx_event_t *ev);
 static void ngx_platform_pg_wait_handler(ngx_event_t *ev);
 static void ngx_platform_pg_process(ngx_platform_pg_conn_t *pc);
+static void ngx_platform_pg_listen_send(ngx_platform_pg_conn_t *pc);
+static void ngx_platform_pg_listened(ngx_platform_pg_query_t *q);
+static void ngx_platform_pg_notifications(ngx_platform_pg_conn_t *pc);
 static void ngx_platform_pg_complete(ngx_platform_pg_conn_t *pc,
     ngx_platform_pg_job_t *job);
 static ngx_int_t ngx_platform_pg_send(ngx_platform_pg_conn_t *pc,
@@ -339,6 +343,15 @@ ngx_platform_pg_ready(ngx_platform_pg_conn_t *pc)
                   &pool->up->name, PQbackendPID(pc->pg));
 
     ngx_platform_pg_events(pc, 1, 0);
+
+    if (pool->up->listen && pc == &pool->conns[0]) {
+        ngx_platform_pg_listen_send(pc);
+
+        if (pc->state != NGX_PLATFORM_PG_READY) {
+            return;
+        }
+    }
+
     ngx_platform_pg_gauges(pool);
     ngx_platform_pg_dispatch(pool);
 }
@@ -540,6 +553,10 @@ ngx_platform_pg_read_handler(ngx_event_t *ev)
     }
 
     ngx_platform_pg_process(pc);
+
+    if (pc->state == NGX_PLATFORM_PG_READY && pc->pool->up->listen) {
+        ngx_platform_pg_notifications(pc);
+    }
 }
 
 
@@ -758,6 +775,147 @@ ngx_platform_pg_complete(ngx_platform_pg_conn_t *pc,
     }
 
     ngx_platform_pg_dispatch(pool);
+}
+
+
+/*
+ * LISTEN: conns[0] of every worker's pool listens once connected, in the
+ * same pipeline as its queries.  Notifications are read whenever that
+ * socket is readable.  After a reconnect the channel is listened to anew
+ * and the owner hears "listening" to catch up on what it may have missed.
+ */
+
+static void
+ngx_platform_pg_listen_send(ngx_platform_pg_conn_t *pc)
+{
+    ngx_platform_pg_pool_t   *pool;
+    ngx_platform_pg_query_t  *q;
+
+    pool = pc->pool;
+    q = &pool->listen;
+
+    if (q->job) {
+        /* still in flight on a connection that failed: never here */
+        return;
+    }
+
+    ngx_memzero(q, sizeof(ngx_platform_pg_query_t));
+    q->upstream = pool->up;
+    q->statement = pool->up->listen - 1;
+    q->handler = ngx_platform_pg_listened;
+    q->data = pool;
+    q->log = pool->log;
+    q->start = ngx_current_msec;
+
+    (void) ngx_platform_pg_send(pc, q);
+}
+
+
+static void
+ngx_platform_pg_listened(ngx_platform_pg_query_t *q)
+{
+    ngx_platform_pg_pool_t      *pool;
+    ngx_platform_pg_upstream_t  *up;
+
+    pool = q->data;
+    up = pool->up;
+
+    if (q->res == NULL || PQresultStatus(q->res) != PGRES_COMMAND_OK) {
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "platform_pg \"%V\": LISTEN failed: %s", &up->name,
+                      q->res ? PQresultErrorMessage(q->res)
+                             : (q->reason ? q->reason : "no result"));
+        PQclear(q->res);
+        q->res = NULL;
+        return;
+    }
+
+    PQclear(q->res);
+    q->res = NULL;
+
+    if (up->listening) {
+        up->listening(up->notify_data);
+    }
+}
+
+
+static void
+ngx_platform_pg_notifications(ngx_platform_pg_conn_t *pc)
+{
+    PGnotify                    *n;
+    ngx_platform_pg_upstream_t  *up;
+
+    up = pc->pool->up;
+
+    /* libpq parses notifications that arrive between results here */
+    (void) PQisBusy(pc->pg);
+
+    while (pc->state == NGX_PLATFORM_PG_READY
+           && (n = PQnotifies(pc->pg)) != NULL)
+    {
+        up->notify(up->notify_data, n->relname, n->extra);
+        PQfreemem(n);
+    }
+}
+
+
+ngx_int_t
+ngx_platform_pg_listen(ngx_conf_t *cf, ngx_platform_pg_upstream_t *up,
+    ngx_str_t *channel, ngx_platform_pg_notify_pt notify,
+    ngx_platform_pg_listening_pt listening, void *data)
+{
+    u_char     *p;
+    ngx_int_t   n;
+    ngx_str_t   sql;
+    ngx_uint_t  i;
+
+    if (up->listen) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "platform_pg \"%V\" already has a listener",
+                           &up->name);
+        return NGX_ERROR;
+    }
+
+    if (channel->len == 0 || channel->len > 63) {
+        goto invalid;
+    }
+
+    for (i = 0; i < channel->len; i++) {
+        if (!(channel->data[i] == '_'
+              || (channel->data[i] >= 'a' && channel->data[i] <= 'z')
+              || (i && channel->data[i] >= '0' && channel->data[i] <= '9')))
+        {
+            goto invalid;
+        }
+    }
+
+    sql.len = sizeof("LISTEN ") - 1 + channel->len;
+    sql.data = ngx_pnalloc(cf->pool, sql.len);
+    if (sql.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(sql.data, "LISTEN ", sizeof("LISTEN ") - 1);
+    ngx_memcpy(p, channel->data, channel->len);
+
+    n = ngx_platform_statement_add(cf, &sql);
+    if (n == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    up->listen = n + 1;
+    up->notify = notify;
+    up->listening = listening;
+    up->notify_data = data;
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid channel \"%V\": lowercase letters, digits "
+                       "and \"_\", at most 63", channel);
+    return NGX_ERROR;
 }
 
 

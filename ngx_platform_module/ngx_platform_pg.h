@@ -20,6 +20,11 @@ typedef struct ngx_platform_pg_pool_s   ngx_platform_pg_pool_t;
 typedef struct ngx_platform_pg_query_s  ngx_platform_pg_query_t;
 typedef void (*ngx_platform_pg_handler_pt)(ngx_platform_pg_query_t *q);
 
+/* LISTEN on the pool: a notification, and "listening (again) now" */
+typedef void (*ngx_platform_pg_notify_pt)(void *data, const char *channel,
+    const char *payload);
+typedef void (*ngx_platform_pg_listening_pt)(void *data);
+
 
 struct ngx_platform_pg_upstream_s {
     ngx_str_t                   name;
@@ -38,6 +43,12 @@ struct ngx_platform_pg_upstream_s {
 
     ngx_uint_t                  index;
     ngx_platform_pg_pool_t     *pool;        /* this worker's, or NULL */
+
+    /* one LISTEN per upstream (ngx_platform_pg_listen()), on conns[0] */
+    ngx_uint_t                  listen;      /* statement + 1, or 0 */
+    ngx_platform_pg_notify_pt   notify;
+    ngx_platform_pg_listening_pt listening;
+    void                       *notify_data;
 };
 
 
@@ -102,6 +113,11 @@ void ngx_platform_pg_exit_process(ngx_platform_pg_upstream_t *up);
 
 ngx_int_t ngx_platform_pg_query(ngx_platform_pg_query_t *q);
 void ngx_platform_pg_abort(ngx_platform_pg_query_t *q);
+
+ngx_int_t ngx_platform_pg_listen(ngx_conf_t *cf,
+    ngx_platform_pg_upstream_t *up, ngx_str_t *channel,
+    ngx_platform_pg_notify_pt notify, ngx_platform_pg_listening_pt listening,
+    void *data);
 
 ngx_int_t ngx_platform_send_pg_error(ngx_http_request_t *r, PGresult *res);
 
