@@ -32,6 +32,7 @@
 #include "ngx_platform_pg.h"
 #include "ngx_platform_ws.h"
 #include "ngx_platform_chat.h"
+#include <sodium.h>
 
 #if (NGX_LINUX)
 #include <sys/eventfd.h>
@@ -42,15 +43,43 @@
 #define NGX_PLATFORM_CHAT_ROOM_MAX   32
 #define NGX_PLATFORM_CHAT_IDLE       10      /* s before an empty room goes */
 #define NGX_PLATFORM_CHAT_BURST      8       /* published, then delivered */
+#define NGX_PLATFORM_CHAT_PRESENT    500     /* users listed in a welcome */
+#define NGX_PLATFORM_CHAT_RETRIES    3       /* of a batch that failed */
+#define NGX_PLATFORM_CHAT_CKEY_MAX   64
+
+#define NGX_PLATFORM_CHAT_MESSAGE    0       /* entry kinds */
+#define NGX_PLATFORM_CHAT_PRESENCE   1
+#define NGX_PLATFORM_CHAT_HELP       2
 
 
 typedef struct {
     uint64_t                    seq;
     uint64_t                    id;          /* 0: a presence notice */
     uint64_t                    user;        /* the sender, for no-echo */
+    uint64_t                    to;          /* only this user's; 0: all */
+    ngx_uint_t                  kind;
     size_t                      len;
     u_char                      data[1];
 } ngx_platform_chat_entry_t;
+
+
+/* a user in a room (presence list): all their connections, every worker */
+typedef struct {
+    ngx_rbtree_node_t           node;        /* key: user id */
+    ngx_uint_t                  refs;
+    size_t                      len;
+    u_char                      user[1];     /* {"id","name","avatar"} */
+} ngx_platform_chat_member_t;
+
+
+/* a user in an event: the rate limit's bucket, shared by their sockets */
+typedef struct {
+    ngx_rbtree_node_t           node;        /* key: user id */
+    uint64_t                    event;
+    ngx_uint_t                  refs;        /* connections */
+    ngx_uint_t                  excess;      /* as limit_req */
+    ngx_msec_t                  last;
+} ngx_platform_chat_user_t;
 
 
 typedef struct {
@@ -60,6 +89,9 @@ typedef struct {
     uint64_t                    first;       /* the oldest held, > seq: none */
     uint64_t                    last_id;
     ngx_uint_t                  count;       /* connections, every worker */
+    ngx_uint_t                  users;       /* distinct users */
+    ngx_rbtree_t                members;     /* ngx_platform_chat_member_t */
+    ngx_rbtree_node_t           members_sentinel;
     time_t                      used;
     size_t                      bytes;
     ngx_platform_chat_entry_t **ring;        /* "messages" slots */
@@ -72,6 +104,8 @@ typedef struct {
     ngx_rbtree_t                rbtree;
     ngx_rbtree_node_t           sentinel;
     ngx_queue_t                 lru;         /* most recently used first */
+    ngx_rbtree_t                users;       /* ngx_platform_chat_user_t */
+    ngx_rbtree_node_t           users_sentinel;
     ngx_atomic_t                rooms;
     ngx_atomic_t                connections;
     ngx_atomic_t                published;
@@ -87,14 +121,42 @@ typedef struct {
     ngx_atomic_t                relayed;     /* heard, appended */
     ngx_atomic_t                relay_duplicates;
     ngx_atomic_t                relay_skipped;   /* too long to notify */
+    ngx_atomic_t                persist_retries;
+    ngx_atomic_t                engagement_batches;
+    ngx_atomic_t                engagement_stored;
+    ngx_atomic_t                engagement_failed;
+    ngx_atomic_t                help;
 } ngx_platform_chat_shctx_t;
+
+
+typedef struct ngx_platform_chat_zone_s  ngx_platform_chat_zone_t;
+
+
+/* a worker's batch: messages (api.chat_store) or engagement items */
+typedef struct {
+    ngx_platform_chat_zone_t   *zone;
+    ngx_uint_t                  statement;
+    u_char                     *pending;     /* a JSON array being made */
+    size_t                      pending_len;
+    size_t                      pending_size;
+    ngx_uint_t                  pending_n;
+    u_char                     *inflight;    /* sent, or to be sent again */
+    ngx_uint_t                  inflight_n;
+    ngx_uint_t                  tries;
+    const char                 *values[2];
+    ngx_platform_pg_query_t     query;
+    ngx_event_t                 flush_ev;
+    unsigned                    busy:1;
+    unsigned                    engagement:1;
+    unsigned                    relay:1;     /* api.chat_relay */
+} ngx_platform_chat_batch_t;
 
 
 typedef struct ngx_platform_chat_main_conf_s  ngx_platform_chat_main_conf_t;
 
 
 /* a platform_chat_zone, and this worker's side of it */
-typedef struct {
+struct ngx_platform_chat_zone_s {
     ngx_str_t                   name;
     ngx_shm_zone_t             *shm_zone;
     ngx_platform_chat_shctx_t  *sh;
@@ -105,9 +167,12 @@ typedef struct {
     ngx_uint_t                  batch;
     ngx_str_t                   pg_name;
     ngx_platform_pg_upstream_t *upstream;
-    ngx_uint_t                  store;       /* statement */
+    ngx_uint_t                  store;       /* statements */
+    ngx_uint_t                  engage;
     ngx_str_t                   relay;       /* channel, NUL-terminated */
-    ngx_uint_t                  relay_store; /* statement */
+    ngx_uint_t                  relay_store;
+    uint64_t                    relay_origin;    /* this worker's, random */
+    uint64_t                    relay_n;
 
     ngx_platform_chat_main_conf_t  *cmcf;
 
@@ -117,17 +182,10 @@ typedef struct {
     ngx_queue_t                 locals;
     ngx_array_t                 pieces;      /* delivery scratch */
 
-    u_char                     *pending;     /* the batch being gathered */
-    size_t                      pending_len;
-    size_t                      pending_size;
-    ngx_uint_t                  pending_n;
-    u_char                     *inflight;
-    ngx_uint_t                  inflight_n;
-    const char                 *values[2];
-    ngx_platform_pg_query_t     query;
-    ngx_event_t                 flush_ev;
-    unsigned                    busy:1;
-} ngx_platform_chat_zone_t;
+    ngx_platform_chat_batch_t   messages_batch;
+    ngx_platform_chat_batch_t   engagement;
+    ngx_event_t                 beat_ev;     /* engagement heartbeats */
+};
 
 
 struct ngx_platform_chat_main_conf_s {
@@ -137,15 +195,21 @@ struct ngx_platform_chat_main_conf_s {
     ngx_connection_t           *wake;        /* this worker's, read */
     ngx_event_t                 notify;      /* posted: deliver, wake others */
     ngx_log_t                  *log;
+    ngx_msec_t                  heartbeat;   /* platform_chat_heartbeat */
+    time_t                      started;     /* connection keys */
+    ngx_uint_t                  connections;
 };
 
 
 typedef struct {
     ngx_platform_chat_zone_t   *zone;
     ngx_http_complex_value_t   *event;
+    ngx_http_complex_value_t   *request;     /* help request id */
     ngx_uint_t                  join;        /* statements */
     ngx_uint_t                  history;
     ngx_uint_t                  presence;    /* platform_chat_presence */
+    ngx_uint_t                  help;
+    ngx_uint_t                  help_clear;
 } ngx_platform_chat_loc_conf_main_t;
 
 
@@ -191,16 +255,30 @@ typedef struct {
     ngx_str_t                   user;        /* JSON object */
     ngx_str_t                   name;        /* JSON string */
     ngx_str_t                   role;
+    ngx_str_t                   help_list;   /* admin: open requests */
     u_char                      event_buf[NGX_INT64_LEN];
     u_char                      room_buf[NGX_PLATFORM_CHAT_ROOM_MAX];
+    u_char                      ckey[NGX_PLATFORM_CHAT_CKEY_MAX];
+    size_t                      ckey_len;
 
+    ngx_platform_chat_room_t   *zroom;       /* in the zone */
+    ngx_platform_chat_member_t *member;
+    ngx_platform_chat_user_t   *bucket;      /* in the zone, or NULL: */
     ngx_uint_t                  excess;      /* rate, as limit_req */
     ngx_msec_t                  last;
+    uint64_t                    help_seq;    /* admin ring at the join */
+
+    ngx_platform_pg_query_t     hq;          /* help, help_clear */
+    const char                 *hvalues[4];
+    u_char                     *htext;
+    u_char                      hid[NGX_INT64_LEN + 1];
 
     unsigned                    echo:1;
     unsigned                    joined:1;
     unsigned                    presence_only:1;
+    unsigned                    clear_only:1;
     unsigned                    waiting:1;
+    unsigned                    help_busy:1;
 } ngx_platform_chat_conn_t;
 
 
@@ -210,11 +288,14 @@ typedef struct {
     u_char                     *last;
     uint64_t                    seq;
     uint64_t                    user;
+    uint64_t                    to;
 } ngx_platform_chat_piece_t;
 
 
 static ngx_int_t ngx_platform_chat_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_platform_chat_presence_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_platform_chat_clear_handler(ngx_http_request_t *r);
+static void ngx_platform_chat_rest_cleared(ngx_platform_pg_query_t *q);
 static ngx_int_t ngx_platform_chat_start(ngx_http_request_t *r,
     ngx_uint_t presence);
 static void ngx_platform_chat_joined(ngx_platform_pg_query_t *q);
@@ -259,13 +340,38 @@ static void ngx_platform_chat_deliver_room(ngx_platform_chat_zone_t *zone,
 
 static ngx_int_t ngx_platform_chat_persist(ngx_platform_chat_conn_t *cc,
     uint64_t id, u_char *text, size_t len, u_char *time, size_t tlen);
+static void ngx_platform_chat_engage(ngx_platform_chat_conn_t *cc,
+    char kind);
+static void ngx_platform_chat_beat_handler(ngx_event_t *ev);
+static u_char *ngx_platform_chat_batch_reserve(
+    ngx_platform_chat_batch_t *b, size_t need);
+static void ngx_platform_chat_batch_commit(ngx_platform_chat_batch_t *b,
+    u_char *p);
 static void ngx_platform_chat_flush_handler(ngx_event_t *ev);
-static void ngx_platform_chat_flush(ngx_platform_chat_zone_t *zone);
+static void ngx_platform_chat_flush(ngx_platform_chat_batch_t *b);
 static void ngx_platform_chat_stored(ngx_platform_pg_query_t *q);
 
 static void ngx_platform_chat_relay_notify(void *data, const char *channel,
     const char *payload);
 static void ngx_platform_chat_relay_listening(void *data);
+static ngx_int_t ngx_platform_chat_rate_check(ngx_platform_chat_conn_t *cc);
+static ngx_int_t ngx_platform_chat_help(ngx_platform_chat_conn_t *cc,
+    u_char *data, size_t len);
+static ngx_int_t ngx_platform_chat_help_clear(ngx_platform_chat_conn_t *cc,
+    u_char *data, size_t len);
+static void ngx_platform_chat_help_done(ngx_platform_pg_query_t *q);
+static void ngx_platform_chat_help_cleared(ngx_platform_pg_query_t *q);
+static void ngx_platform_chat_cleared_notices(ngx_platform_chat_zone_t *zone,
+    u_char *event, PGresult *res);
+static void ngx_platform_chat_notice(ngx_platform_chat_zone_t *zone,
+    u_char *key, size_t klen, uint64_t to, u_char *data, size_t len);
+static ngx_platform_chat_member_t *ngx_platform_chat_member(
+    ngx_platform_chat_room_t *room, uint64_t user);
+static ngx_platform_chat_user_t *ngx_platform_chat_user(
+    ngx_platform_chat_zone_t *zone, uint64_t event, uint64_t user);
+static void *ngx_platform_chat_alloc(ngx_platform_chat_zone_t *zone,
+    size_t size);
+
 static ngx_int_t ngx_platform_chat_json_field(u_char *p, u_char *last,
     const char *name, ngx_str_t *value);
 static u_char *ngx_platform_chat_json_value(u_char *p, u_char *last);
@@ -289,6 +395,8 @@ static char *ngx_platform_chat(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_platform_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_platform_chat_heartbeat(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 #define ngx_platform_chat_count(zone, field, n)                               \
@@ -305,7 +413,10 @@ static ngx_platform_ws_handler_t  ngx_platform_chat_ws_handler = {
 
 static ngx_str_t  ngx_platform_chat_join_sql = ngx_string(
     "SELECT j->>'room', j->>'key', (j->'user')::text, "
-    "(j->'user'->'name')::text, j->>'role', j->>'last_id' "
+    "(j->'user'->'name')::text, j->>'role', j->>'last_id', "
+    "CASE WHEN j->>'room' = 'admin' THEN "
+    "(api.chat_help_list($1::bigint, $2::bigint, false)->'requests')::text "
+    "END "
     "FROM (SELECT api.chat_join($1::bigint, $2::bigint, $3) AS j) AS s");
 
 static ngx_str_t  ngx_platform_chat_history_sql = ngx_string(
@@ -318,6 +429,19 @@ static ngx_str_t  ngx_platform_chat_relay_sql = ngx_string(
 
 static ngx_str_t  ngx_platform_chat_store_sql = ngx_string(
     "SELECT api.chat_store($1::jsonb)");
+
+static ngx_str_t  ngx_platform_chat_engage_sql = ngx_string(
+    "SELECT api.chat_engagement_store($1::jsonb)");
+
+/* text: the client's JSON string literal */
+static ngx_str_t  ngx_platform_chat_help_sql = ngx_string(
+    "SELECT j->>'id', j::text FROM (SELECT api.chat_help($1::bigint, "
+    "$2::bigint, $3, $4::json #>> '{}') AS j) AS s");
+
+static ngx_str_t  ngx_platform_chat_help_clear_sql = ngx_string(
+    "SELECT j->>'id', (j->'by')::text, j->>'user_id', j->>'room', j::text "
+    "FROM (SELECT api.chat_help_clear($1::bigint, $2::bigint, $3::bigint) "
+    "AS j) AS s");
 
 
 static ngx_command_t  ngx_platform_chat_commands[] = {
@@ -343,6 +467,13 @@ static ngx_command_t  ngx_platform_chat_commands[] = {
       1,
       NULL },
 
+    { ngx_string("platform_chat_help_clear"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_platform_chat,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      2,
+      NULL },
+
     { ngx_string("platform_chat_rate"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
                         |NGX_CONF_TAKE12,
@@ -356,6 +487,13 @@ static ngx_command_t  ngx_platform_chat_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_platform_chat_loc_conf_t, max_text),
+      NULL },
+
+    { ngx_string("platform_chat_heartbeat"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_platform_chat_heartbeat,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("platform_chat_history"),
@@ -420,6 +558,19 @@ ngx_platform_chat_presence_handler(ngx_http_request_t *r)
 }
 
 
+/* POST /api/events/{id}/help/{rid}/clear */
+
+static ngx_int_t
+ngx_platform_chat_clear_handler(ngx_http_request_t *r)
+{
+    if (r->method != NGX_HTTP_POST) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    return ngx_platform_chat_start(r, 2);
+}
+
+
 static ngx_int_t
 ngx_platform_chat_start(ngx_http_request_t *r, ngx_uint_t presence)
 {
@@ -447,7 +598,8 @@ ngx_platform_chat_start(ngx_http_request_t *r, ngx_uint_t presence)
     cc->conf = clcf;
     cc->zone = clcf->chat->zone;
     cc->echo = 1;
-    cc->presence_only = presence;
+    cc->presence_only = (presence == 1);
+    cc->clear_only = (presence == 2);
 
     /* the event: digits */
 
@@ -471,7 +623,27 @@ ngx_platform_chat_start(ngx_http_request_t *r, ngx_uint_t presence)
 
     /* the room: ?room=main|admin|team|team:<id>, main by default */
 
-    if (presence) {
+    if (presence == 2) {
+        /* the request's id, digits */
+
+        if (ngx_http_complex_value(r, clcf->chat->request, &arg) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (arg.len == 0 || arg.len > 18) {
+            goto bad_request;
+        }
+
+        for (i = 0; i < arg.len; i++) {
+            if (arg.data[i] < '0' || arg.data[i] > '9') {
+                goto bad_request;
+            }
+        }
+
+        *ngx_cpymem(cc->hid, arg.data, arg.len) = '\0';
+        ngx_str_set(&room, "admin");
+
+    } else if (presence) {
         ngx_str_set(&room, "admin");
 
     } else if (ngx_http_arg(r, (u_char *) "room", 4, &arg) == NGX_OK
@@ -510,6 +682,30 @@ ngx_platform_chat_start(ngx_http_request_t *r, ngx_uint_t presence)
 
     *ngx_cpymem(p, room.data, room.len) = '\0';
 
+    /*
+     * The admin room's welcome lists the open help requests as the join
+     * query reads them; help notices published from now on are sent after
+     * the welcome too (by id: a repeat changes nothing).
+     */
+
+    if (!presence && room.len == 5 && ngx_strncmp(room.data, "admin", 5) == 0)
+    {
+        u_char                     kbuf[NGX_PLATFORM_CHAT_KEY_MAX];
+        ngx_str_t                  key;
+        ngx_platform_chat_room_t  *ar;
+
+        key.data = kbuf;
+        key.len = ngx_sprintf(kbuf, "%s:admin", cc->event_buf) - kbuf;
+
+        ngx_shmtx_lock(&cc->zone->shpool->mutex);
+
+        ar = ngx_platform_chat_lookup(cc->zone, &key,
+                                      ngx_crc32_short(key.data, key.len));
+        cc->help_seq = ar ? ar->seq : 0;
+
+        ngx_shmtx_unlock(&cc->zone->shpool->mutex);
+    }
+
     q = &cc->query;
 
     /* $platform_user: NULL without a session (401 from SQL) */
@@ -535,6 +731,12 @@ ngx_platform_chat_start(ngx_http_request_t *r, ngx_uint_t presence)
     q->nparams = 3;
     q->values = cc->values;
     q->handler = ngx_platform_chat_joined;
+
+    if (cc->clear_only) {
+        cc->values[2] = (char *) cc->hid;
+        q->statement = clcf->chat->help_clear;
+        q->handler = ngx_platform_chat_rest_cleared;
+    }
     q->data = cc;
     q->log = r->connection->log;
 
@@ -564,6 +766,66 @@ bad_room:
 
     return ngx_platform_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
                                    "No such room.");
+
+bad_request:
+
+    return ngx_platform_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                   "No such help request.");
+}
+
+
+/* the REST clear: notices as from the admin room, the JSON answered */
+
+static void
+ngx_platform_chat_rest_cleared(ngx_platform_pg_query_t *q)
+{
+    ngx_int_t                  rc;
+    ngx_buf_t                 *b;
+    PGresult                  *res;
+    ngx_http_request_t        *r;
+    ngx_platform_chat_conn_t  *cc;
+
+    cc = q->data;
+    r = cc->request;
+    res = q->res;
+
+    cc->waiting = 0;
+
+    if (res == NULL) {
+        rc = ngx_platform_send_error(r, q->status ? q->status
+                                     : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "unavailable", "Not available, "
+                                     "try again.");
+        goto done;
+    }
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1
+        || PQnfields(res) != 5)
+    {
+        rc = ngx_platform_send_pg_error(r, res);
+        PQclear(res);
+        goto done;
+    }
+
+    ngx_platform_chat_cleared_notices(cc->zone, cc->event_buf, res);
+
+    b = ngx_create_temp_buf(r->pool, PQgetlength(res, 0, 4) + 1);
+
+    if (b == NULL) {
+        PQclear(res);
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto done;
+    }
+
+    b->last = ngx_cpymem(b->last, PQgetvalue(res, 0, 4),
+                         PQgetlength(res, 0, 4));
+    PQclear(res);
+
+    rc = ngx_platform_send_body(r, NGX_HTTP_OK, b);
+
+done:
+
+    ngx_platform_chat_finish(r, rc);
 }
 
 
@@ -618,7 +880,7 @@ ngx_platform_chat_joined(ngx_platform_pg_query_t *q)
     }
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1
-        || PQnfields(res) != 6)
+        || PQnfields(res) != 7)
     {
         rc = ngx_platform_send_pg_error(r, res);
         PQclear(res);
@@ -631,6 +893,7 @@ ngx_platform_chat_joined(ngx_platform_pg_query_t *q)
     cc->name = ngx_platform_chat_value(r, res, 0, 3);
     cc->role = ngx_platform_chat_value(r, res, 0, 4);
     last = ngx_platform_chat_value(r, res, 0, 5);
+    cc->help_list = ngx_platform_chat_value(r, res, 0, 6);
 
     PQclear(res);
 
@@ -775,28 +1038,48 @@ ngx_platform_chat_finish(ngx_http_request_t *r, ngx_int_t rc)
 }
 
 
-/* GET: the live rooms of the event and their connections (organisers) */
+/*
+ * GET: the live rooms of the event, their connections and users
+ * (organisers); ?room=<name>: that room's users listed too.
+ */
 
 static ngx_int_t
 ngx_platform_chat_respond_presence(ngx_http_request_t *r,
     ngx_platform_chat_conn_t *cc)
 {
-    u_char                     *p;
-    size_t                      len, prefix;
-    ngx_buf_t                  *b;
-    ngx_uint_t                  n;
-    ngx_queue_t                *lq;
-    ngx_platform_chat_room_t   *room;
-    ngx_platform_chat_zone_t   *zone;
+    u_char                      *p, *u;
+    size_t                       len, prefix;
+    ngx_buf_t                   *b;
+    ngx_str_t                    arg, want;
+    ngx_uint_t                   n, listed;
+    ngx_queue_t                 *lq;
+    ngx_rbtree_node_t           *node, *root, *sentinel;
+    ngx_platform_chat_room_t    *room, *target;
+    ngx_platform_chat_zone_t    *zone;
+    ngx_platform_chat_member_t  *m;
+    u_char                       wbuf[NGX_PLATFORM_CHAT_ROOM_MAX];
 
     zone = cc->zone;
 
     /* "<event>:" */
     prefix = ngx_strlen(cc->event_buf) + 1;
 
+    want.len = 0;
+    want.data = wbuf;
+
+    if (ngx_http_arg(r, (u_char *) "room", 4, &arg) == NGX_OK
+        && arg.len && arg.len < NGX_PLATFORM_CHAT_ROOM_MAX)
+    {
+        u = wbuf;
+        ngx_unescape_uri(&u, &arg.data, arg.len, NGX_UNESCAPE_URI);
+        want.len = u - wbuf;
+    }
+
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     n = 0;
+    target = NULL;
+    len = 0;
 
     for (lq = ngx_queue_head(&zone->sh->lru);
          lq != ngx_queue_sentinel(&zone->sh->lru);
@@ -808,12 +1091,38 @@ ngx_platform_chat_respond_presence(ngx_http_request_t *r,
             && ngx_strncmp(room->key, cc->key.data, prefix) == 0)
         {
             n++;
+
+            if (want.len && room->len - prefix == want.len
+                && ngx_strncmp(room->key + prefix, want.data, want.len) == 0)
+            {
+                target = room;
+            }
         }
     }
 
-    len = sizeof("{\"event_id\":,\"rooms\":[]}") + NGX_INT64_LEN
-          + n * (sizeof("{\"room\":\"\",\"count\":,\"last_id\":},")
-                 + NGX_PLATFORM_CHAT_KEY_MAX + 2 * NGX_INT64_LEN);
+    if (target) {
+        root = target->members.root;
+        sentinel = target->members.sentinel;
+        listed = 0;
+
+        if (root != sentinel) {
+            for (node = ngx_rbtree_min(root, sentinel);
+                 node && listed < NGX_PLATFORM_CHAT_PRESENT;
+                 node = ngx_rbtree_next(&target->members, node))
+            {
+                m = (ngx_platform_chat_member_t *) node;
+                len += m->len + 1;
+                listed++;
+            }
+        }
+
+        len += sizeof(",\"users\":[],\"users_truncated\":true");
+    }
+
+    len += sizeof("{\"event_id\":,\"rooms\":[]}") + NGX_INT64_LEN
+           + n * (sizeof("{\"room\":\"\",\"count\":,\"user_count\":,"
+                         "\"last_id\":},")
+                  + NGX_PLATFORM_CHAT_KEY_MAX + 3 * NGX_INT64_LEN);
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
@@ -837,9 +1146,41 @@ ngx_platform_chat_respond_presence(ngx_http_request_t *r,
             }
 
             p = ngx_sprintf(p, "{\"room\":\"%*s\",\"count\":%ui,"
-                            "\"last_id\":%uL}",
+                            "\"user_count\":%ui,\"last_id\":%uL",
                             (size_t) (room->len - prefix),
-                            room->key + prefix, room->count, room->last_id);
+                            room->key + prefix, room->count, room->users,
+                            room->last_id);
+
+            if (room == target) {
+                p = ngx_cpymem(p, ",\"users\":[", sizeof(",\"users\":[") - 1);
+                root = room->members.root;
+                sentinel = room->members.sentinel;
+                listed = 0;
+
+                if (root != sentinel) {
+                    for (node = ngx_rbtree_min(root, sentinel);
+                         node && listed < NGX_PLATFORM_CHAT_PRESENT;
+                         node = ngx_rbtree_next(&room->members, node))
+                    {
+                        m = (ngx_platform_chat_member_t *) node;
+
+                        if (listed++) {
+                            *p++ = ',';
+                        }
+
+                        p = ngx_cpymem(p, m->user, m->len);
+                    }
+                }
+
+                *p++ = ']';
+
+                if (room->users > listed) {
+                    p = ngx_cpymem(p, ",\"users_truncated\":true",
+                                   sizeof(",\"users_truncated\":true") - 1);
+                }
+            }
+
+            *p++ = '}';
             n--;
         }
     }
@@ -867,6 +1208,11 @@ ngx_platform_chat_cleanup(void *data)
         PQclear(cc->history);
         cc->history = NULL;
     }
+
+    if (cc->help_busy) {
+        ngx_platform_pg_abort(&cc->hq);
+        cc->help_busy = 0;
+    }
 }
 
 
@@ -875,18 +1221,22 @@ ngx_platform_chat_cleanup(void *data)
 static ngx_int_t
 ngx_platform_chat_open(ngx_platform_ws_t *ws)
 {
-    u_char                     *p, *start;
-    size_t                      len;
-    uint64_t                    oldest, limit;
-    ngx_int_t                   rc;
-    ngx_uint_t                  n, i, want, count, rows, from;
-    ngx_str_node_t             *sn;
-    ngx_platform_chat_conn_t   *cc;
-    ngx_platform_chat_local_t  *local;
-    ngx_platform_chat_room_t   *room;
-    ngx_platform_chat_zone_t   *zone;
-    ngx_platform_chat_entry_t  *e, **hist;
-    uint32_t                    hash;
+    u_char                      *p, *start, *hp;
+    size_t                       len, hlen;
+    uint64_t                     oldest, limit, s;
+    ngx_int_t                    rc;
+    ngx_uint_t                   n, i, want, count, users, rows, from, listed;
+    ngx_array_t                  helps;
+    ngx_str_t                   *hs;
+    ngx_str_node_t              *sn;
+    ngx_rbtree_node_t           *node, *root, *sentinel;
+    ngx_platform_chat_conn_t    *cc;
+    ngx_platform_chat_local_t   *local;
+    ngx_platform_chat_room_t    *room;
+    ngx_platform_chat_zone_t    *zone;
+    ngx_platform_chat_entry_t   *e, **hist;
+    ngx_platform_chat_member_t  *m;
+    uint32_t                     hash;
 
     cc = ws->data;
     cc->ws = ws;
@@ -896,6 +1246,12 @@ ngx_platform_chat_open(ngx_platform_ws_t *ws)
     hist = ngx_pcalloc(cc->request->pool,
                        (want + 1) * sizeof(ngx_platform_chat_entry_t *));
     if (hist == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_array_init(&helps, cc->request->pool, 4, sizeof(ngx_str_t))
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -914,18 +1270,56 @@ ngx_platform_chat_open(ngx_platform_ws_t *ws)
         return NGX_ERROR;
     }
 
+    /* counted first: an eviction below cannot take the room */
+
     room->count++;
     (void) ngx_atomic_fetch_add(&zone->sh->connections, 1);
-    count = room->count;
+    cc->joined = 1;
+    cc->zroom = room;
 
-    rc = ngx_platform_chat_presence_notice(cc, "joined", &count);
-    if (rc == NGX_ERROR) {
-        /* no room for the notice: the join goes on without it */
-        ngx_platform_chat_count(zone, dropped, 1);
+    /* the user in the room (presence list) and in the event (rate) */
+
+    m = ngx_platform_chat_member(room, cc->user_id);
+
+    if (m == NULL) {
+        len = offsetof(ngx_platform_chat_member_t, user) + cc->user.len;
+        m = ngx_platform_chat_alloc(zone, len);
+
+        if (m) {
+            ngx_memzero(m, len);
+            m->node.key = (ngx_rbtree_key_t) cc->user_id;
+            m->len = cc->user.len;
+            ngx_memcpy(m->user, cc->user.data, cc->user.len);
+            ngx_rbtree_insert(&room->members, &m->node);
+        }
+    }
+
+    if (m) {
+        cc->member = m;
+
+        if (m->refs++ == 0) {
+            room->users++;
+        }
+    }
+
+    cc->bucket = ngx_platform_chat_user(zone, cc->event_id, cc->user_id);
+
+    if (cc->bucket) {
+        cc->bucket->refs++;
+    }
+
+    count = room->count;
+    users = room->users;
+
+    if (m == NULL || m->refs == 1) {
+        rc = ngx_platform_chat_presence_notice(cc, "joined", &count);
+        if (rc == NGX_ERROR) {
+            /* no room for the notice: the join goes on without it */
+            ngx_platform_chat_count(zone, dropped, 1);
+        }
     }
 
     cc->from = room->seq;
-    cc->joined = 1;
 
     n = 0;
     oldest = 0;
@@ -965,8 +1359,24 @@ ngx_platform_chat_open(ngx_platform_ws_t *ws)
     }
 
     len = sizeof("{\"type\":\"welcome\",\"room\":\"\",\"user\":,\"role\":\"\","
-                 "\"count\":,\"messages\":[]}")
-          + cc->room.len + cc->user.len + cc->role.len + NGX_INT64_LEN;
+                 "\"count\":,\"users\":,\"present\":[],"
+                 "\"present_truncated\":true,\"help\":,\"messages\":[]}")
+          + cc->room.len + cc->user.len + cc->role.len + 2 * NGX_INT64_LEN
+          + cc->help_list.len;
+
+    root = room->members.root;
+    sentinel = room->members.sentinel;
+    listed = 0;
+
+    if (root != sentinel) {
+        for (node = ngx_rbtree_min(root, sentinel);
+             node && listed < NGX_PLATFORM_CHAT_PRESENT;
+             node = ngx_rbtree_next(&room->members, node))
+        {
+            len += ((ngx_platform_chat_member_t *) node)->len + 1;
+            listed++;
+        }
+    }
 
     for (i = 0; i < n; i++) {
         len += hist[i]->len + 1;
@@ -984,8 +1394,38 @@ ngx_platform_chat_open(ngx_platform_ws_t *ws)
 
     p = ngx_sprintf(start, "{\"type\":\"welcome\",\"room\":\"%V\","
                     "\"user\":%V,\"role\":\"%V\",\"count\":%ui,"
-                    "\"messages\":[", &cc->room, &cc->user, &cc->role,
-                    count);
+                    "\"users\":%ui,\"present\":[", &cc->room, &cc->user,
+                    &cc->role, count, users);
+
+    listed = 0;
+
+    if (root != sentinel) {
+        for (node = ngx_rbtree_min(root, sentinel);
+             node && listed < NGX_PLATFORM_CHAT_PRESENT;
+             node = ngx_rbtree_next(&room->members, node))
+        {
+            m = (ngx_platform_chat_member_t *) node;
+
+            if (listed++) {
+                *p++ = ',';
+            }
+
+            p = ngx_cpymem(p, m->user, m->len);
+        }
+    }
+
+    *p++ = ']';
+
+    if (users > listed) {
+        p = ngx_cpymem(p, ",\"present_truncated\":true",
+                       sizeof(",\"present_truncated\":true") - 1);
+    }
+
+    if (cc->help_list.len) {
+        p = ngx_sprintf(p, ",\"help\":%V", &cc->help_list);
+    }
+
+    p = ngx_cpymem(p, ",\"messages\":[", sizeof(",\"messages\":[") - 1);
 
     for (i = from; i < rows; i++) {
         if (p[-1] != '[') {
@@ -1006,6 +1446,32 @@ ngx_platform_chat_open(ngx_platform_ws_t *ws)
         p = ngx_cpymem(p, e->data, e->len);
     }
 
+    /* admin: help notices published since the join query read the list */
+
+    if (cc->help_list.len) {
+        s = ngx_max(cc->help_seq + 1, room->first);
+
+        for ( /* void */ ; s <= cc->from; s++) {
+            e = room->ring[s % zone->messages];
+
+            if (e == NULL || e->seq != s || e->kind != NGX_PLATFORM_CHAT_HELP)
+            {
+                continue;
+            }
+
+            hs = ngx_array_push(&helps);
+            hp = (hs == NULL) ? NULL : ngx_pnalloc(cc->request->pool, e->len);
+
+            if (hp == NULL) {
+                break;
+            }
+
+            hs->data = hp;
+            hs->len = e->len;
+            ngx_memcpy(hp, e->data, e->len);
+        }
+    }
+
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     p = ngx_cpymem(p, "]}", 2);
@@ -1014,6 +1480,18 @@ ngx_platform_chat_open(ngx_platform_ws_t *ws)
         == NGX_ERROR)
     {
         return NGX_ERROR;
+    }
+
+    hs = helps.elts;
+
+    for (i = 0; i < helps.nelts; i++) {
+        hlen = hs[i].len;
+
+        if (ngx_platform_ws_send(ws, NGX_PLATFORM_WS_TEXT, hs[i].data, hlen)
+            == NGX_ERROR)
+        {
+            return NGX_ERROR;
+        }
     }
 
     if (cc->history) {
@@ -1049,6 +1527,15 @@ ngx_platform_chat_open(ngx_platform_ws_t *ws)
     cc->local = local;
     ngx_queue_insert_tail(&local->members, &cc->queue);
 
+    /* engagement: the connection opened */
+
+    cc->ckey_len = ngx_snprintf(cc->ckey, NGX_PLATFORM_CHAT_CKEY_MAX,
+                                "%P-%T-%ui", ngx_pid, zone->cmcf->started,
+                                ++zone->cmcf->connections)
+                   - cc->ckey;
+
+    ngx_platform_chat_engage(cc, 'o');
+
     ngx_platform_chat_notify(zone->cmcf);
 
     return NGX_OK;
@@ -1073,20 +1560,21 @@ ngx_platform_chat_presence_notice(ngx_platform_chat_conn_t *cc,
         return NGX_ERROR;
     }
 
-    len = sizeof("{\"type\":\"presence\",\"\":,\"count\":}") - 1
-          + ngx_strlen(what) + cc->user.len + NGX_INT_T_LEN;
+    len = sizeof("{\"type\":\"presence\",\"\":,\"count\":,\"users\":}") - 1
+          + ngx_strlen(what) + cc->user.len + 2 * NGX_INT_T_LEN;
 
     e = ngx_platform_chat_append(cc->zone, room, len);
     if (e == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(e->data, "{\"type\":\"presence\",\"%s\":%V,\"count\":%ui}",
-                    what, &cc->user, *count);
+    p = ngx_sprintf(e->data, "{\"type\":\"presence\",\"%s\":%V,\"count\":%ui,"
+                    "\"users\":%ui}", what, &cc->user, *count, room->users);
 
     e->len = p - e->data;
     e->id = 0;
     e->user = cc->user_id;
+    e->kind = NGX_PLATFORM_CHAT_PRESENCE;
     room->bytes -= len - e->len;
 
     return NGX_OK;
@@ -1097,10 +1585,7 @@ static ngx_int_t
 ngx_platform_chat_message(ngx_platform_ws_t *ws, ngx_uint_t opcode,
     u_char *data, size_t len)
 {
-    ngx_int_t                  excess;
     ngx_str_t                  type, text, echo;
-    ngx_msec_t                 now;
-    ngx_msec_int_t             ms;
     ngx_platform_chat_conn_t  *cc;
 
     cc = ws->data;
@@ -1137,9 +1622,19 @@ ngx_platform_chat_message(ngx_platform_ws_t *ws, ngx_uint_t opcode,
         return NGX_OK;
     }
 
-    if (type.len != sizeof("\"message\"") - 1
-        || ngx_strncmp(type.data, "\"message\"", type.len) != 0)
-    {
+#define ngx_platform_chat_type_is(type, name)                                 \
+    ((type).len == sizeof("\"" name "\"") - 1                                 \
+     && ngx_strncmp((type).data, "\"" name "\"", (type).len) == 0)
+
+    if (ngx_platform_chat_type_is(type, "help")) {
+        return ngx_platform_chat_help(cc, data, len);
+    }
+
+    if (ngx_platform_chat_type_is(type, "help_clear")) {
+        return ngx_platform_chat_help_clear(cc, data, len);
+    }
+
+    if (!ngx_platform_chat_type_is(type, "message")) {
         return ngx_platform_chat_error(cc, "bad_request",
                                        "Unknown message type.");
     }
@@ -1157,21 +1652,59 @@ ngx_platform_chat_message(ngx_platform_ws_t *ws, ngx_uint_t opcode,
                                        "The message is too long.");
     }
 
-    /* the rate, leaky bucket as limit_req */
+    if (ngx_platform_chat_rate_check(cc) != NGX_OK) {
+        return ngx_platform_chat_error(cc, "rate_limited",
+                                       "Too many messages: wait a moment.");
+    }
 
+    return ngx_platform_chat_publish(cc, text.data, text.len);
+}
+
+
+/*
+ * The rate, a leaky bucket as limit_req's, per user and event in the zone
+ * (all the user's sockets share it); per connection when the zone had no
+ * memory for the user's entry.  NGX_DECLINED: over the limit.
+ */
+
+static ngx_int_t
+ngx_platform_chat_rate_check(ngx_platform_chat_conn_t *cc)
+{
+    ngx_int_t                  excess;
+    ngx_uint_t                *bexcess;
+    ngx_msec_t                 now, *blast;
+    ngx_msec_int_t             ms;
+    ngx_platform_chat_zone_t  *zone;
+
+    if (cc->conf->rate == 0) {
+        return NGX_OK;
+    }
+
+    zone = cc->zone;
     now = ngx_current_msec;
 
-    if (cc->last == 0) {
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (cc->bucket) {
+        bexcess = &cc->bucket->excess;
+        blast = &cc->bucket->last;
+
+    } else {
+        bexcess = &cc->excess;
+        blast = &cc->last;
+    }
+
+    if (*blast == 0) {
         excess = 0;
 
     } else {
-        ms = (ngx_msec_int_t) (now - cc->last);
+        ms = (ngx_msec_int_t) (now - *blast);
 
         if (ms < 0) {
             ms = 0;
         }
 
-        excess = (ngx_int_t) cc->excess
+        excess = (ngx_int_t) *bexcess
                  - (ngx_int_t) (cc->conf->rate * ms / 1000) + 1000;
 
         if (excess < 0) {
@@ -1179,16 +1712,365 @@ ngx_platform_chat_message(ngx_platform_ws_t *ws, ngx_uint_t opcode,
         }
     }
 
-    if (cc->conf->rate && (ngx_uint_t) excess > cc->conf->burst) {
-        ngx_platform_chat_count(cc->zone, rate_limited, 1);
+    if ((ngx_uint_t) excess > cc->conf->burst) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_platform_chat_count(zone, rate_limited, 1);
+        return NGX_DECLINED;
+    }
+
+    *bexcess = excess;
+    *blast = now ? now : 1;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/* {"type":"help","text":"..."}: a participant asks for help */
+
+static ngx_int_t
+ngx_platform_chat_help(ngx_platform_chat_conn_t *cc, u_char *data,
+    size_t len)
+{
+    ngx_int_t                 rc;
+    ngx_str_t                 text;
+    ngx_platform_pg_query_t  *q;
+
+    if (cc->room.len == 5 && ngx_strncmp(cc->room.data, "admin", 5) == 0) {
+        return ngx_platform_chat_error(cc, "bad_request",
+                                       "Help requests come from the main "
+                                       "or a team room.");
+    }
+
+    rc = ngx_platform_chat_json_field(data, data + len, "text", &text);
+
+    if (rc == NGX_DECLINED
+        || (rc == NGX_OK && text.len == 4
+            && ngx_strncmp(text.data, "null", 4) == 0))
+    {
+        text.len = 0;
+
+    } else if (rc != NGX_OK || text.len < 2 || text.data[0] != '"') {
+        return ngx_platform_chat_error(cc, "bad_request",
+                                       "text: a string");
+
+    } else if (text.len - 2 > cc->conf->max_text) {
+        return ngx_platform_chat_error(cc, "too_long",
+                                       "The note is too long.");
+    }
+
+    if (cc->help_busy) {
+        return ngx_platform_chat_error(cc, "busy",
+                                       "Your request is being sent.");
+    }
+
+    if (ngx_platform_chat_rate_check(cc) != NGX_OK) {
         return ngx_platform_chat_error(cc, "rate_limited",
                                        "Too many messages: wait a moment.");
     }
 
-    cc->excess = excess;
-    cc->last = now ? now : 1;
+    if (cc->htext == NULL) {
+        cc->htext = ngx_pnalloc(cc->request->pool, cc->conf->max_text + 3);
+        if (cc->htext == NULL) {
+            return NGX_ERROR;
+        }
+    }
 
-    return ngx_platform_chat_publish(cc, text.data, text.len);
+    *ngx_cpymem(cc->htext, text.data, text.len) = '\0';
+
+    q = &cc->hq;
+    ngx_memzero(q, sizeof(ngx_platform_pg_query_t));
+
+    cc->hvalues[0] = cc->values[0];
+    cc->hvalues[1] = (char *) cc->event_buf;
+    cc->hvalues[2] = (char *) cc->room.data;
+    cc->hvalues[3] = text.len ? (char *) cc->htext : NULL;
+
+    q->upstream = cc->zone->upstream;
+    q->statement = cc->conf->chat->help;
+    q->nparams = 4;
+    q->values = cc->hvalues;
+    q->handler = ngx_platform_chat_help_done;
+    q->data = cc;
+    q->log = cc->ws->connection->log;
+
+    if (ngx_platform_pg_query(q) == NGX_ERROR) {
+        return ngx_platform_chat_error(cc, "unavailable",
+                                       "Help requests are not available, "
+                                       "try again.");
+    }
+
+    cc->help_busy = 1;
+
+    return NGX_OK;
+}
+
+
+/* an error frame for a failed help query */
+
+static void
+ngx_platform_chat_help_error(ngx_platform_chat_conn_t *cc,
+    ngx_platform_pg_query_t *q)
+{
+    char  *state;
+
+    state = q->res ? PQresultErrorField(q->res, PG_DIAG_SQLSTATE) : NULL;
+
+    if (state && ngx_strcmp(state, "PT404") == 0) {
+        (void) ngx_platform_chat_error(cc, "not_found",
+                                       "No such help request.");
+
+    } else if (state && ngx_strcmp(state, "PT403") == 0) {
+        (void) ngx_platform_chat_error(cc, "forbidden", "Not allowed.");
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, q->log, 0, "chat help: %s",
+                      q->res ? PQresultErrorMessage(q->res)
+                             : (q->reason ? q->reason : "no connection"));
+        (void) ngx_platform_chat_error(cc, "unavailable",
+                                       "Not stored, try again.");
+    }
+}
+
+
+static void
+ngx_platform_chat_help_done(ngx_platform_pg_query_t *q)
+{
+    u_char                    *p, *buf;
+    size_t                     len;
+    ngx_str_t                  id, req;
+    PGresult                  *res;
+    ngx_platform_chat_conn_t  *cc;
+    u_char                     ack[64];
+    u_char                     key[NGX_PLATFORM_CHAT_KEY_MAX];
+
+    cc = q->data;
+    res = q->res;
+    cc->help_busy = 0;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
+        || PQntuples(res) != 1 || PQnfields(res) != 2)
+    {
+        ngx_platform_chat_help_error(cc, q);
+        goto done;
+    }
+
+    id.data = (u_char *) PQgetvalue(res, 0, 0);
+    id.len = PQgetlength(res, 0, 0);
+    req.data = (u_char *) PQgetvalue(res, 0, 1);
+    req.len = PQgetlength(res, 0, 1);
+
+    ngx_platform_chat_count(cc->zone, help, 1);
+
+    p = ngx_snprintf(ack, sizeof(ack), "{\"type\":\"help_ack\",\"id\":%V}",
+                     &id);
+
+    (void) ngx_platform_ws_send(cc->ws, NGX_PLATFORM_WS_TEXT, ack, p - ack);
+
+    /* the admin room of the event */
+
+    len = sizeof("{\"type\":\"help\",\"request\":}") - 1 + req.len;
+
+    buf = ngx_alloc(len, q->log);
+    if (buf == NULL) {
+        goto done;
+    }
+
+    p = ngx_sprintf(buf, "{\"type\":\"help\",\"request\":%V}", &req);
+
+    ngx_platform_chat_notice(cc->zone, key,
+                             ngx_sprintf(key, "%s:admin", cc->event_buf)
+                             - key, 0, buf, p - buf);
+    ngx_free(buf);
+
+done:
+
+    if (res) {
+        PQclear(res);
+    }
+}
+
+
+/* {"type":"help_clear","id":N}: an organiser in the admin room */
+
+static ngx_int_t
+ngx_platform_chat_help_clear(ngx_platform_chat_conn_t *cc, u_char *data,
+    size_t len)
+{
+    u_char                   *p;
+    ngx_str_t                 id;
+    ngx_platform_pg_query_t  *q;
+
+    if (cc->room.len != 5 || ngx_strncmp(cc->room.data, "admin", 5) != 0) {
+        return ngx_platform_chat_error(cc, "forbidden",
+                                       "Help requests are cleared from the "
+                                       "admin room.");
+    }
+
+    if (ngx_platform_chat_json_field(data, data + len, "id", &id) != NGX_OK
+        || id.len == 0 || id.len > NGX_INT64_LEN
+        || ngx_atoof(id.data, id.len) <= 0)
+    {
+        return ngx_platform_chat_error(cc, "bad_request", "id: a number");
+    }
+
+    if (cc->help_busy) {
+        return ngx_platform_chat_error(cc, "busy", "One at a time.");
+    }
+
+    p = ngx_cpymem(cc->hid, id.data, id.len);
+    *p = '\0';
+
+    q = &cc->hq;
+    ngx_memzero(q, sizeof(ngx_platform_pg_query_t));
+
+    cc->hvalues[0] = cc->values[0];
+    cc->hvalues[1] = (char *) cc->event_buf;
+    cc->hvalues[2] = (char *) cc->hid;
+
+    q->upstream = cc->zone->upstream;
+    q->statement = cc->conf->chat->help_clear;
+    q->nparams = 3;
+    q->values = cc->hvalues;
+    q->handler = ngx_platform_chat_help_cleared;
+    q->data = cc;
+    q->log = cc->ws->connection->log;
+
+    if (ngx_platform_pg_query(q) == NGX_ERROR) {
+        return ngx_platform_chat_error(cc, "unavailable",
+                                       "Not available, try again.");
+    }
+
+    cc->help_busy = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A request cleared (api.chat_help_clear's columns: id, by, user_id, room,
+ * the whole JSON): told to the admin room, and to the participant's
+ * connections in the room the request came from.
+ */
+
+static void
+ngx_platform_chat_cleared_notices(ngx_platform_chat_zone_t *zone,
+    u_char *event, PGresult *res)
+{
+    u_char     *p, *buf;
+    size_t      len;
+    uint64_t    user;
+    ngx_str_t   id, by, room;
+    u_char      key[NGX_PLATFORM_CHAT_KEY_MAX];
+
+    id.data = (u_char *) PQgetvalue(res, 0, 0);
+    id.len = PQgetlength(res, 0, 0);
+    by.data = (u_char *) PQgetvalue(res, 0, 1);
+    by.len = PQgetlength(res, 0, 1);
+    room.data = (u_char *) PQgetvalue(res, 0, 3);
+    room.len = PQgetlength(res, 0, 3);
+    user = ngx_atoof((u_char *) PQgetvalue(res, 0, 2),
+                     PQgetlength(res, 0, 2));
+
+    if (by.len == 0) {
+        ngx_str_set(&by, "null");
+    }
+
+    len = sizeof("{\"type\":\"help_cleared\",\"id\":,\"by\":}") + id.len
+          + by.len;
+
+    buf = ngx_alloc(len, zone->cmcf->log);
+    if (buf == NULL) {
+        return;
+    }
+
+    p = ngx_sprintf(buf, "{\"type\":\"help_cleared\",\"id\":%V,\"by\":%V}",
+                    &id, &by);
+
+    ngx_platform_chat_notice(zone, key,
+                             ngx_sprintf(key, "%s:admin", event) - key, 0,
+                             buf, p - buf);
+
+    if (room.len && room.len < NGX_PLATFORM_CHAT_ROOM_MAX
+        && (int64_t) user > 0)
+    {
+        p = ngx_sprintf(buf, "{\"type\":\"help_cleared\",\"id\":%V}", &id);
+
+        ngx_platform_chat_notice(zone, key,
+                                 ngx_sprintf(key, "%s:%V", event, &room)
+                                 - key, user, buf, p - buf);
+    }
+
+    ngx_free(buf);
+}
+
+
+static void
+ngx_platform_chat_help_cleared(ngx_platform_pg_query_t *q)
+{
+    PGresult                  *res;
+    ngx_platform_chat_conn_t  *cc;
+
+    cc = q->data;
+    res = q->res;
+    cc->help_busy = 0;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
+        || PQntuples(res) != 1 || PQnfields(res) != 5)
+    {
+        ngx_platform_chat_help_error(cc, q);
+
+    } else {
+        ngx_platform_chat_cleared_notices(cc->zone, cc->event_buf, res);
+    }
+
+    if (res) {
+        PQclear(res);
+    }
+}
+
+
+/*
+ * A notice into a room by key (help, help_cleared): nobody connected, no
+ * room, nothing to do.  to: only that user's connections get it.
+ */
+
+static void
+ngx_platform_chat_notice(ngx_platform_chat_zone_t *zone, u_char *key,
+    size_t klen, uint64_t to, u_char *data, size_t len)
+{
+    ngx_str_t                   k;
+    ngx_platform_chat_room_t   *room;
+    ngx_platform_chat_entry_t  *e;
+
+    k.data = key;
+    k.len = klen;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    room = ngx_platform_chat_lookup(zone, &k, ngx_crc32_short(key, klen));
+
+    if (room == NULL || room->count == 0) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+
+    e = ngx_platform_chat_append(zone, room, len);
+
+    if (e == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_platform_chat_count(zone, dropped, 1);
+        return;
+    }
+
+    ngx_memcpy(e->data, data, len);
+    e->to = to;
+    e->kind = NGX_PLATFORM_CHAT_HELP;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_platform_chat_notify(zone->cmcf);
 }
 
 
@@ -1305,13 +2187,21 @@ ngx_platform_chat_publish(ngx_platform_chat_conn_t *cc, u_char *text,
 static void
 ngx_platform_chat_close(ngx_platform_ws_t *ws, ngx_uint_t code)
 {
-    ngx_uint_t                  count;
-    ngx_platform_chat_conn_t   *cc;
-    ngx_platform_chat_local_t  *local;
-    ngx_platform_chat_room_t   *room;
-    ngx_platform_chat_zone_t   *zone;
+    ngx_uint_t                   count, last;
+    ngx_platform_chat_conn_t    *cc;
+    ngx_platform_chat_local_t   *local;
+    ngx_platform_chat_room_t    *room;
+    ngx_platform_chat_zone_t    *zone;
+    ngx_platform_chat_member_t  *m;
+    ngx_platform_chat_user_t    *u;
 
     cc = ws->data;
+
+    if (cc->help_busy) {
+        /* its answer would come to a connection that is gone */
+        ngx_platform_pg_abort(&cc->hq);
+        cc->help_busy = 0;
+    }
 
     if (!cc->joined) {
         return;
@@ -1320,9 +2210,11 @@ ngx_platform_chat_close(ngx_platform_ws_t *ws, ngx_uint_t code)
     cc->joined = 0;
     zone = cc->zone;
     local = cc->local;
-    room = local->room;
+    room = cc->zroom;
 
-    ngx_queue_remove(&cc->queue);
+    if (local) {
+        ngx_queue_remove(&cc->queue);
+    }
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -1333,14 +2225,44 @@ ngx_platform_chat_close(ngx_platform_ws_t *ws, ngx_uint_t code)
     (void) ngx_atomic_fetch_add(&zone->sh->connections, -1);
 
     count = room->count;
+    last = 1;
+    m = cc->member;
 
-    if (ngx_platform_chat_presence_notice(cc, "left", &count) != NGX_OK) {
+    if (m) {
+        last = (--m->refs == 0);
+
+        if (last) {
+            ngx_rbtree_delete(&room->members, &m->node);
+            ngx_slab_free_locked(zone->shpool, m);
+
+            if (room->users) {
+                room->users--;
+            }
+        }
+
+        cc->member = NULL;
+    }
+
+    u = cc->bucket;
+
+    if (u) {
+        if (--u->refs == 0) {
+            ngx_rbtree_delete(&zone->sh->users, &u->node);
+            ngx_slab_free_locked(zone->shpool, u);
+        }
+
+        cc->bucket = NULL;
+    }
+
+    if (last
+        && ngx_platform_chat_presence_notice(cc, "left", &count) != NGX_OK)
+    {
         ngx_platform_chat_count(zone, dropped, 1);
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (ngx_queue_empty(&local->members)) {
+    if (local && ngx_queue_empty(&local->members)) {
         /* what is left in the ring is nobody's here any more */
         ngx_rbtree_delete(&zone->local, &local->sn.node);
         ngx_queue_remove(&local->queue);
@@ -1349,7 +2271,138 @@ ngx_platform_chat_close(ngx_platform_ws_t *ws, ngx_uint_t code)
 
     cc->local = NULL;
 
+    ngx_platform_chat_engage(cc, 'c');
+
     ngx_platform_chat_notify(zone->cmcf);
+}
+
+
+/* under the mutex: the user in the room, or NULL */
+
+static ngx_platform_chat_member_t *
+ngx_platform_chat_member(ngx_platform_chat_room_t *room, uint64_t user)
+{
+    ngx_rbtree_key_t    key;
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    key = (ngx_rbtree_key_t) user;
+    node = room->members.root;
+    sentinel = room->members.sentinel;
+
+    while (node != sentinel) {
+
+        if (key == node->key) {
+            return (ngx_platform_chat_member_t *) node;
+        }
+
+        node = (key < node->key) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_platform_chat_user_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t        **p;
+    ngx_platform_chat_user_t  *u, *t;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            u = (ngx_platform_chat_user_t *) node;
+            t = (ngx_platform_chat_user_t *) temp;
+
+            p = (u->event < t->event) ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+/* under the mutex: the user's entry in the event, made when missing */
+
+static ngx_platform_chat_user_t *
+ngx_platform_chat_user(ngx_platform_chat_zone_t *zone, uint64_t event,
+    uint64_t user)
+{
+    ngx_rbtree_key_t           key;
+    ngx_rbtree_node_t         *node, *sentinel;
+    ngx_platform_chat_user_t  *u;
+
+    key = (ngx_rbtree_key_t) user;
+    node = zone->sh->users.root;
+    sentinel = zone->sh->users.sentinel;
+
+    while (node != sentinel) {
+
+        if (key < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (key > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        u = (ngx_platform_chat_user_t *) node;
+
+        if (u->event == event) {
+            return u;
+        }
+
+        node = (event < u->event) ? node->left : node->right;
+    }
+
+    u = ngx_platform_chat_alloc(zone, sizeof(ngx_platform_chat_user_t));
+    if (u == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(u, sizeof(ngx_platform_chat_user_t));
+    u->node.key = key;
+    u->event = event;
+
+    ngx_rbtree_insert(&zone->sh->users, &u->node);
+
+    return u;
+}
+
+
+/* under the mutex: memory from the slab, rings evicted for it if need be */
+
+static void *
+ngx_platform_chat_alloc(ngx_platform_chat_zone_t *zone, size_t size)
+{
+    void  *p;
+
+    for ( ;; ) {
+        p = ngx_slab_alloc_locked(zone->shpool, size);
+
+        if (p || !ngx_platform_chat_evict(zone, NULL)) {
+            return p;
+        }
+    }
 }
 
 
@@ -1477,6 +2530,8 @@ ngx_platform_chat_room_get(ngx_platform_chat_zone_t *zone, ngx_str_t *key,
     room->first = 1;
     room->last_id = last_id;
     room->used = ngx_time();
+    ngx_rbtree_init(&room->members, &room->members_sentinel,
+                    ngx_rbtree_insert_value);
 
     ngx_rbtree_insert(&zone->sh->rbtree, &room->node);
     ngx_queue_insert_head(&zone->sh->lru, &room->lru);
@@ -1524,6 +2579,10 @@ ngx_platform_chat_append(ngx_platform_chat_zone_t *zone,
 
     e->seq = ++room->seq;
     e->len = len;
+    e->id = 0;
+    e->user = 0;
+    e->to = 0;
+    e->kind = NGX_PLATFORM_CHAT_MESSAGE;
     room->ring[e->seq % zone->messages] = e;
     room->bytes += len;
     room->used = ngx_time();
@@ -1790,6 +2849,7 @@ ngx_platform_chat_deliver_room(ngx_platform_chat_zone_t *zone,
             pc->last = sb->last;
             pc->seq = s;
             pc->user = e->user;
+            pc->to = e->to;
         }
     }
 
@@ -1815,7 +2875,8 @@ ngx_platform_chat_deliver_room(ngx_platform_chat_zone_t *zone,
         for (i = 0; i < n; i = j) {
 
             if (pc[i].seq <= cc->from
-                || (!cc->echo && pc[i].user == cc->user_id))
+                || (!cc->echo && pc[i].user == cc->user_id)
+                || (pc[i].to && pc[i].to != cc->user_id))
             {
                 j = i + 1;
                 continue;
@@ -1825,7 +2886,8 @@ ngx_platform_chat_deliver_room(ngx_platform_chat_zone_t *zone,
 
             for (j = i + 1; j < n; j++) {
                 if (pc[j].seq <= cc->from
-                    || (!cc->echo && pc[j].user == cc->user_id))
+                    || (!cc->echo && pc[j].user == cc->user_id)
+                    || (pc[j].to && pc[j].to != cc->user_id))
                 {
                     break;
                 }
@@ -1859,57 +2921,159 @@ static ngx_int_t
 ngx_platform_chat_persist(ngx_platform_chat_conn_t *cc, uint64_t id,
     u_char *text, size_t len, u_char *time, size_t tlen)
 {
-    u_char                    *p, *n;
-    size_t                     need, size;
-    ngx_platform_chat_zone_t  *zone;
+    u_char  *p;
+    size_t   need;
 
-    zone = cc->zone;
-
-    need = sizeof(",{\"e\":,\"r\":\"\",\"i\":,\"u\":,\"n\":,\"s\":,\"t\":,"
-                  "\"at\":\"\"}]") + 3 * NGX_INT64_LEN
+    need = sizeof("{\"e\":,\"r\":\"\",\"i\":,\"u\":,\"n\":,\"s\":,\"t\":,"
+                  "\"at\":\"\",\"x\":\"-\"}") + 5 * NGX_INT64_LEN
            + cc->room.len + cc->name.len + cc->user.len + len + tlen;
 
-    if (zone->pending_len + need > zone->pending_size) {
-        size = ngx_max(zone->pending_size * 2, zone->pending_len + need);
-        size = ngx_max(size, 4096);
-
-        n = ngx_alloc(size, cc->ws->connection->log);
-        if (n == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (zone->pending) {
-            ngx_memcpy(n, zone->pending, zone->pending_len);
-            ngx_free(zone->pending);
-        }
-
-        zone->pending = n;
-        zone->pending_size = size;
+    p = ngx_platform_chat_batch_reserve(&cc->zone->messages_batch, need);
+    if (p == NULL) {
+        return NGX_ERROR;
     }
-
-    p = zone->pending + zone->pending_len;
-
-    *p++ = zone->pending_n ? ',' : '[';
 
     p = ngx_sprintf(p, "{\"e\":%uL,\"r\":\"%V\",\"i\":%uL,\"u\":%uL,"
                     "\"n\":%V,\"s\":%V,\"t\":", cc->event_id, &cc->room, id,
                     cc->user_id, &cc->name, &cc->user);
     p = ngx_cpymem(p, text, len);
-    p = ngx_sprintf(p, ",\"at\":\"%*s\"}", tlen, time);
+    p = ngx_sprintf(p, ",\"at\":\"%*s\"", tlen, time);
 
-    zone->pending_len = p - zone->pending;
-    zone->pending_n++;
+    if (cc->zone->relay.len) {
+        /* stored once however often the batch is sent */
+        p = ngx_sprintf(p, ",\"x\":\"%016xL-%uL\"", cc->zone->relay_origin,
+                        ++cc->zone->relay_n);
+    }
+
+    *p++ = '}';
+
+    ngx_platform_chat_batch_commit(&cc->zone->messages_batch, p);
+
+    return NGX_OK;
+}
+
+
+/* engagement: 'o' opened, 'c' closed, 'b' a beat, into the batch */
+
+static void
+ngx_platform_chat_engage(ngx_platform_chat_conn_t *cc, char kind)
+{
+    u_char                    *p;
+    size_t                     need, tlen;
+    ngx_platform_chat_zone_t  *zone;
+    u_char                     time[32];
+
+    zone = cc->zone;
+
+    if (zone->cmcf->heartbeat == 0 || cc->ckey_len == 0) {
+        return;
+    }
+
+    tlen = ngx_platform_chat_time(time) - time;
+
+    need = sizeof("{\"k\":\"x\",\"c\":\"\",\"e\":,\"u\":,\"r\":\"\","
+                  "\"at\":\"\"}") + 2 * NGX_INT64_LEN + cc->ckey_len
+           + cc->room.len + tlen;
+
+    p = ngx_platform_chat_batch_reserve(&zone->engagement, need);
+    if (p == NULL) {
+        return;
+    }
+
+    p = ngx_sprintf(p, "{\"k\":\"%c\",\"c\":\"%*s\",\"e\":%uL,\"u\":%uL,"
+                    "\"r\":\"%V\",\"at\":\"%*s\"}", kind, cc->ckey_len,
+                    cc->ckey, cc->event_id, cc->user_id, &cc->room, tlen,
+                    time);
+
+    ngx_platform_chat_batch_commit(&zone->engagement, p);
+}
+
+
+/* every platform_chat_heartbeat: a beat for each connection here */
+
+static void
+ngx_platform_chat_beat_handler(ngx_event_t *ev)
+{
+    ngx_queue_t                *lq, *mq;
+    ngx_platform_chat_conn_t   *cc;
+    ngx_platform_chat_zone_t   *zone;
+    ngx_platform_chat_local_t  *local;
+
+    zone = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    for (lq = ngx_queue_head(&zone->locals);
+         lq != ngx_queue_sentinel(&zone->locals);
+         lq = ngx_queue_next(lq))
+    {
+        local = ngx_queue_data(lq, ngx_platform_chat_local_t, queue);
+
+        for (mq = ngx_queue_head(&local->members);
+             mq != ngx_queue_sentinel(&local->members);
+             mq = ngx_queue_next(mq))
+        {
+            cc = ngx_queue_data(mq, ngx_platform_chat_conn_t, queue);
+            ngx_platform_chat_engage(cc, 'b');
+        }
+    }
+
+    ngx_add_timer(ev, zone->cmcf->heartbeat);
+}
+
+
+/* room for an item of at most need bytes: where it goes ('[' or ',' put) */
+
+static u_char *
+ngx_platform_chat_batch_reserve(ngx_platform_chat_batch_t *b, size_t need)
+{
+    u_char  *p, *n;
+    size_t   size;
+
+    need += 3;      /* ',' before, "]" and NUL after */
+
+    if (b->pending_len + need > b->pending_size) {
+        size = ngx_max(b->pending_size * 2, b->pending_len + need);
+        size = ngx_max(size, 4096);
+
+        n = ngx_alloc(size, b->zone->cmcf->log);
+        if (n == NULL) {
+            return NULL;
+        }
+
+        if (b->pending) {
+            ngx_memcpy(n, b->pending, b->pending_len);
+            ngx_free(b->pending);
+        }
+
+        b->pending = n;
+        b->pending_size = size;
+    }
+
+    p = b->pending + b->pending_len;
+
+    *p++ = b->pending_n ? ',' : '[';
+
+    return p;
+}
+
+
+static void
+ngx_platform_chat_batch_commit(ngx_platform_chat_batch_t *b, u_char *p)
+{
+    b->pending_len = p - b->pending;
+    b->pending_n++;
 
     /* relayed: at once when none is in flight, clients wait for it */
 
-    if (zone->pending_n >= zone->batch || (zone->relay.len && !zone->busy)) {
-        ngx_platform_chat_flush(zone);
+    if (b->pending_n >= b->zone->batch || (b->relay && !b->busy)) {
+        ngx_platform_chat_flush(b);
 
-    } else if (!zone->flush_ev.timer_set && !zone->busy) {
-        ngx_add_timer(&zone->flush_ev, zone->flush);
+    } else if (!b->flush_ev.timer_set && !b->busy) {
+        ngx_add_timer(&b->flush_ev, b->zone->flush);
     }
-
-    return NGX_OK;
 }
 
 
@@ -1920,46 +3084,61 @@ ngx_platform_chat_flush_handler(ngx_event_t *ev)
 }
 
 
+/*
+ * One statement per batch, one in flight per batch and worker.  A batch
+ * that failed is sent again (NGX_PLATFORM_CHAT_RETRIES times, after
+ * 0.5, 1, 2 s; the statements are idempotent), then dropped and counted;
+ * a worker that is exiting does not wait to try again.
+ */
+
 static void
-ngx_platform_chat_flush(ngx_platform_chat_zone_t *zone)
+ngx_platform_chat_flush(ngx_platform_chat_batch_t *b)
 {
     ngx_platform_pg_query_t  *q;
 
-    if (zone->busy || zone->pending_n == 0) {
+    if (b->busy) {
         return;
     }
 
-    if (zone->flush_ev.timer_set) {
-        ngx_del_timer(&zone->flush_ev);
+    if (b->flush_ev.timer_set) {
+        ngx_del_timer(&b->flush_ev);
     }
 
-    /* "]" and NUL: room was kept for them */
+    if (b->inflight == NULL) {
 
-    zone->pending[zone->pending_len++] = ']';
-    zone->pending[zone->pending_len] = '\0';
+        if (b->pending_n == 0) {
+            return;
+        }
 
-    zone->inflight = zone->pending;
-    zone->inflight_n = zone->pending_n;
-    zone->pending = NULL;
-    zone->pending_len = 0;
-    zone->pending_size = 0;
-    zone->pending_n = 0;
+        /* "]" and NUL: room was kept for them */
 
-    q = &zone->query;
+        b->pending[b->pending_len++] = ']';
+        b->pending[b->pending_len] = '\0';
+
+        b->inflight = b->pending;
+        b->inflight_n = b->pending_n;
+        b->tries = 0;
+        b->pending = NULL;
+        b->pending_len = 0;
+        b->pending_size = 0;
+        b->pending_n = 0;
+    }
+
+    q = &b->query;
     ngx_memzero(q, sizeof(ngx_platform_pg_query_t));
 
-    zone->values[0] = (char *) zone->inflight;
-    zone->values[1] = (char *) zone->relay.data;
+    b->values[0] = (char *) b->inflight;
+    b->values[1] = (char *) b->zone->relay.data;
 
-    q->upstream = zone->upstream;
-    q->statement = zone->relay.len ? zone->relay_store : zone->store;
-    q->nparams = zone->relay.len ? 2 : 1;
-    q->values = zone->values;
+    q->upstream = b->zone->upstream;
+    q->statement = b->statement;
+    q->nparams = b->relay ? 2 : 1;
+    q->values = b->values;
     q->handler = ngx_platform_chat_stored;
-    q->data = zone;
-    q->log = zone->cmcf->log;
+    q->data = b;
+    q->log = b->zone->cmcf->log;
 
-    zone->busy = 1;
+    b->busy = 1;
 
     if (ngx_platform_pg_query(q) == NGX_ERROR) {
         q->res = NULL;
@@ -1971,22 +3150,68 @@ ngx_platform_chat_flush(ngx_platform_chat_zone_t *zone)
 static void
 ngx_platform_chat_stored(ngx_platform_pg_query_t *q)
 {
-    ngx_platform_chat_zone_t  *zone;
+    ngx_uint_t                  ok;
+    ngx_platform_chat_zone_t   *zone;
+    ngx_platform_chat_batch_t  *b;
 
-    zone = q->data;
-    zone->busy = 0;
+    b = q->data;
+    zone = b->zone;
+    b->busy = 0;
 
-    ngx_platform_chat_count(zone, batches, 1);
+    ok = (q->res && PQresultStatus(q->res) == PGRES_TUPLES_OK);
 
-    if (q->res && PQresultStatus(q->res) == PGRES_TUPLES_OK) {
-        ngx_platform_chat_count(zone, persisted, zone->inflight_n);
+    if (b->engagement) {
+        ngx_platform_chat_count(zone, engagement_batches, 1);
+    } else {
+        ngx_platform_chat_count(zone, batches, 1);
+    }
+
+    if (!ok && b->tries < NGX_PLATFORM_CHAT_RETRIES
+        && !ngx_exiting && !ngx_terminate && !ngx_quit)
+    {
+        ngx_log_error(NGX_LOG_WARN, zone->cmcf->log, 0,
+                      "chat: a batch of %ui %s not stored, sent again: %s",
+                      b->inflight_n, b->engagement ? "engagement items"
+                                                   : "messages",
+                      q->res ? PQresultErrorMessage(q->res)
+                             : (q->reason ? q->reason : "no connection"));
+
+        if (q->res) {
+            PQclear(q->res);
+            q->res = NULL;
+        }
+
+        ngx_platform_chat_count(zone, persist_retries, 1);
+
+        /* kept in inflight (not when exiting: the pool is closing) */
+        if (b->flush_ev.timer_set) {
+            ngx_del_timer(&b->flush_ev);
+        }
+
+        ngx_add_timer(&b->flush_ev, 500 << b->tries++);
+        return;
+    }
+
+    if (ok) {
+        if (b->engagement) {
+            ngx_platform_chat_count(zone, engagement_stored, b->inflight_n);
+        } else {
+            ngx_platform_chat_count(zone, persisted, b->inflight_n);
+        }
 
     } else {
         ngx_log_error(NGX_LOG_ERR, zone->cmcf->log, 0,
-                      "chat: %ui messages not stored: %s", zone->inflight_n,
+                      "chat: %ui %s not stored, dropped: %s",
+                      b->inflight_n, b->engagement ? "engagement items"
+                                                   : "messages",
                       q->res ? PQresultErrorMessage(q->res)
                              : (q->reason ? q->reason : "no connection"));
-        ngx_platform_chat_count(zone, persist_failed, zone->inflight_n);
+
+        if (b->engagement) {
+            ngx_platform_chat_count(zone, engagement_failed, b->inflight_n);
+        } else {
+            ngx_platform_chat_count(zone, persist_failed, b->inflight_n);
+        }
     }
 
     if (q->res) {
@@ -1994,15 +3219,16 @@ ngx_platform_chat_stored(ngx_platform_pg_query_t *q)
         q->res = NULL;
     }
 
-    ngx_free(zone->inflight);
-    zone->inflight = NULL;
+    ngx_free(b->inflight);
+    b->inflight = NULL;
+    b->tries = 0;
 
-    if (zone->pending_n) {
-        if (zone->pending_n >= zone->batch || zone->relay.len) {
-            ngx_platform_chat_flush(zone);
+    if (b->pending_n) {
+        if (b->pending_n >= zone->batch || b->relay) {
+            ngx_platform_chat_flush(b);
 
-        } else if (!zone->flush_ev.timer_set) {
-            ngx_add_timer(&zone->flush_ev, zone->flush);
+        } else if (!b->flush_ev.timer_set) {
+            ngx_add_timer(&b->flush_ev, zone->flush);
         }
     }
 }
@@ -2357,7 +3583,7 @@ ngx_platform_chat_status_size(ngx_http_request_t *r)
     zones = cmcf->zones.elts;
 
     for (i = 0; i < cmcf->zones.nelts; i++) {
-        len += 15 * (96 + NGX_ATOMIC_T_LEN + zones[i]->name.len);
+        len += 20 * (96 + NGX_ATOMIC_T_LEN + zones[i]->name.len);
     }
 
     return len;
@@ -2394,8 +3620,14 @@ ngx_platform_chat_status(ngx_http_request_t *r, u_char *p, u_char *last)
         "evicted from a full zone.\n"
         "# TYPE platform_chat_evicted_total counter\n"
         "# HELP platform_chat_persist_total Batches written to PostgreSQL "
-        "and the messages in them, stored or failed.\n"
+        "and the messages in them, stored or failed (dropped after the "
+        "retries), batches sent again.\n"
         "# TYPE platform_chat_persist_total counter\n"
+        "# HELP platform_chat_engagement_total Engagement batches, items "
+        "stored or failed.\n"
+        "# TYPE platform_chat_engagement_total counter\n"
+        "# HELP platform_chat_help_total Help requests stored.\n"
+        "# TYPE platform_chat_help_total counter\n"
         "# HELP platform_chat_relay_total Messages heard from PostgreSQL "
         "(relay=): appended to the ring, already there (another worker "
         "heard them first), or too long to be notified.\n"
@@ -2426,14 +3658,25 @@ ngx_platform_chat_status(ngx_http_request_t *r, u_char *p, u_char *last)
             "platform_chat_evicted_total{zone=\"%V\",what=\"rooms\"} %uA\n"
             "platform_chat_persist_total{zone=\"%V\",what=\"batches\"} %uA\n"
             "platform_chat_persist_total{zone=\"%V\",what=\"stored\"} %uA\n"
-            "platform_chat_persist_total{zone=\"%V\",what=\"failed\"} %uA\n",
+            "platform_chat_persist_total{zone=\"%V\",what=\"failed\"} %uA\n"
+            "platform_chat_persist_total{zone=\"%V\",what=\"retries\"} %uA\n"
+            "platform_chat_engagement_total{zone=\"%V\",what=\"batches\"}"
+            " %uA\n"
+            "platform_chat_engagement_total{zone=\"%V\",what=\"stored\"}"
+            " %uA\n"
+            "platform_chat_engagement_total{zone=\"%V\",what=\"failed\"}"
+            " %uA\n"
+            "platform_chat_help_total{zone=\"%V\"} %uA\n",
             &z->name, sh->rooms, &z->name, sh->connections,
             &z->name, sh->published, &z->name, sh->delivered,
             &z->name, sh->dropped, &z->name, sh->rate_limited,
             &z->name, sh->lagged,
             &z->name, sh->evicted_entries, &z->name, sh->evicted_rooms,
             &z->name, sh->batches, &z->name, sh->persisted,
-            &z->name, sh->persist_failed);
+            &z->name, sh->persist_failed, &z->name, sh->persist_retries,
+            &z->name, sh->engagement_batches,
+            &z->name, sh->engagement_stored,
+            &z->name, sh->engagement_failed, &z->name, sh->help);
 
         if (z->relay.len) {
             p = ngx_slprintf(p, last,
@@ -2488,6 +3731,8 @@ ngx_platform_chat_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
                     ngx_platform_chat_rbtree_insert_value);
     ngx_queue_init(&zone->sh->lru);
+    ngx_rbtree_init(&zone->sh->users, &zone->sh->users_sentinel,
+                    ngx_platform_chat_user_insert_value);
 
     len = sizeof(" in platform_chat_zone \"\"") + shm_zone->shm.name.len;
 
@@ -2637,10 +3882,36 @@ ngx_platform_chat_init_process(ngx_cycle_t *cycle)
             return NGX_ERROR;
         }
 
-        zone->flush_ev.handler = ngx_platform_chat_flush_handler;
-        zone->flush_ev.data = zone;
-        zone->flush_ev.log = cycle->log;
+        zone->messages_batch.zone = zone;
+        zone->messages_batch.statement = zone->store;
+
+        if (zone->relay.len) {
+            zone->messages_batch.statement = zone->relay_store;
+            zone->messages_batch.relay = 1;
+            randombytes_buf(&zone->relay_origin, sizeof(uint64_t));
+        }
+        zone->messages_batch.flush_ev.handler =
+                                           ngx_platform_chat_flush_handler;
+        zone->messages_batch.flush_ev.data = &zone->messages_batch;
+        zone->messages_batch.flush_ev.log = cycle->log;
+
+        zone->engagement.zone = zone;
+        zone->engagement.statement = zone->engage;
+        zone->engagement.engagement = 1;
+        zone->engagement.flush_ev.handler = ngx_platform_chat_flush_handler;
+        zone->engagement.flush_ev.data = &zone->engagement;
+        zone->engagement.flush_ev.log = cycle->log;
+
+        if (cmcf->heartbeat) {
+            zone->beat_ev.handler = ngx_platform_chat_beat_handler;
+            zone->beat_ev.data = zone;
+            zone->beat_ev.log = cycle->log;
+            zone->beat_ev.cancelable = 1;
+            ngx_add_timer(&zone->beat_ev, cmcf->heartbeat);
+        }
     }
+
+    cmcf->started = ngx_time();
 
     /* our eventfd, read; the others' only written */
 
@@ -2709,6 +3980,10 @@ ngx_platform_chat_postconfiguration(ngx_conf_t *cf)
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_platform_chat_module);
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_platform_module);
 
+    if (cmcf->heartbeat == NGX_CONF_UNSET_MSEC) {
+        cmcf->heartbeat = 60000;
+    }
+
     zones = cmcf->zones.elts;
 
     for (i = 0; i < cmcf->zones.nelts; i++) {
@@ -2762,6 +4037,8 @@ ngx_platform_chat_create_main_conf(ngx_conf_t *cf)
     {
         return NULL;
     }
+
+    cmcf->heartbeat = NGX_CONF_UNSET_MSEC;
 
     return cmcf;
 }
@@ -2963,6 +4240,13 @@ ngx_platform_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         zone->relay_store = n;
     }
 
+    n = ngx_platform_statement_add(cf, &ngx_platform_chat_engage_sql);
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->engage = n;
+
     zp = ngx_array_push(&cmcf->zones);
     if (zp == NULL) {
         return NGX_CONF_ERROR;
@@ -3039,6 +4323,31 @@ ngx_platform_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "request=", 8) == 0
+            && cmd->offset == 2)
+        {
+            value[i].data += 8;
+            value[i].len -= 8;
+
+            chat->request = ngx_palloc(cf->pool,
+                                       sizeof(ngx_http_complex_value_t));
+            if (chat->request == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+            ccv.cf = cf;
+            ccv.value = &value[i];
+            ccv.complex_value = chat->request;
+
+            if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
             name.data = value[i].data + 5;
             name.len = value[i].len - 5;
@@ -3052,6 +4361,10 @@ ngx_platform_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (chat->event == NULL) {
         return "needs event=";
+    }
+
+    if (cmd->offset == 2 && chat->request == NULL) {
+        return "needs request=";
     }
 
     zones = cmcf->zones.elts;
@@ -3087,10 +4400,29 @@ ngx_platform_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     chat->history = n;
+
+    n = ngx_platform_statement_add(cf, &ngx_platform_chat_help_sql);
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    chat->help = n;
+
+    n = ngx_platform_statement_add(cf, &ngx_platform_chat_help_clear_sql);
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    chat->help_clear = n;
     chat->presence = cmd->offset;
     clcf->chat = chat;
 
     hclcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (cmd->offset == 2) {
+        hclcf->handler = ngx_platform_chat_clear_handler;
+        return NGX_CONF_OK;
+    }
 
     if (cmd->offset) {
         hclcf->handler = ngx_platform_chat_presence_handler;
@@ -3175,4 +4507,39 @@ invalid:
                        "platform_chat_rate: invalid value \"%V\"",
                        &value[cf->args->nelts - 1]);
     return NGX_CONF_ERROR;
+}
+
+
+/* platform_chat_heartbeat 60s | off; */
+
+static char *
+ngx_platform_chat_heartbeat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_platform_chat_main_conf_t *cmcf = conf;
+
+    ngx_str_t  *value;
+    ngx_msec_t  ms;
+
+    if (cmcf->heartbeat != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        cmcf->heartbeat = 0;
+        return NGX_CONF_OK;
+    }
+
+    ms = ngx_parse_time(&value[1], 0);
+
+    if (ms == (ngx_msec_t) NGX_ERROR || ms < 1000 || ms > 3600000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "platform_chat_heartbeat: from 1s to 1h, or off");
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->heartbeat = ms;
+
+    return NGX_CONF_OK;
 }

@@ -334,7 +334,13 @@ ngx_platform_pg_ready(ngx_platform_pg_conn_t *pc)
 
     pc->state = NGX_PLATFORM_PG_READY;
     pc->backoff = pool->up->backoff_min;
-    pc->c->idle = 1;
+
+    /*
+     * Not c->idle: a graceful shutdown must not close the pool while the
+     * worker still has work that needs it (requests in flight, the chat's
+     * last batches); the connections go in exit_process.  Only queries in
+     * flight hold the worker (their timer), an unused pool does not.
+     */
 
     pool->stats->connects++;
 
@@ -731,8 +737,6 @@ ngx_platform_pg_complete(ngx_platform_pg_conn_t *pc,
         ngx_add_timer(&pc->timer,
                       pool->up->query_timeout + NGX_PLATFORM_PG_GRACE);
 
-    } else {
-        pc->c->idle = 1;
     }
 
     q = job->query;
@@ -766,11 +770,6 @@ ngx_platform_pg_complete(ngx_platform_pg_conn_t *pc,
     }
 
     if (pc->state != NGX_PLATFORM_PG_READY) {
-        return;
-    }
-
-    if (pc->njobs == 0 && ngx_exiting) {
-        ngx_platform_pg_shutdown(pc);
         return;
     }
 
@@ -1129,7 +1128,6 @@ ngx_platform_pg_send(ngx_platform_pg_conn_t *pc, ngx_platform_pg_query_t *q)
     ngx_queue_insert_tail(&pc->jobs, &job->queue);
 
     if (pc->njobs++ == 0) {
-        pc->c->idle = 0;
         pc->timer.cancelable = 0;
         ngx_add_timer(&pc->timer,
                       pool->up->query_timeout + NGX_PLATFORM_PG_GRACE);

@@ -13,13 +13,23 @@
 -- order.
 
 
+-- A worker sends a batch again when it does not know whether the last try
+-- was stored (a connection lost at commit): each relayed message carries
+-- the sending worker's key, and a key already stored is skipped.
+ALTER TABLE app.chat_messages ADD COLUMN IF NOT EXISTS relay_key text;
+CREATE UNIQUE INDEX IF NOT EXISTS chat_messages_relay_key_idx
+    ON app.chat_messages (relay_key) WHERE relay_key IS NOT NULL;
+
+
 -- The batch: [{"e": event, "r": room, "i": 0, "u": user, "n": name,
 --              "s": sender as shown (JSON object), "t": text,
---              "at": "2026-11-23T19:26:37.123Z"}, ...] in publish order.
+--              "at": "2026-11-23T19:26:37.123Z",
+--              "x": "<worker's random origin>-<n>"}, ...] in publish order.
 -- Messages of events that no longer exist are skipped.  A notification is
 -- {"k": zone key, "i": id, "u": user, "m": the message as clients get it};
 -- one that would not fit in a NOTIFY payload (8000 bytes) carries no "m"
 -- (the message is in the history; receivers skip it and count it).
+-- Messages are counted per participant as api.chat_store does (014).
 -- Returns the number stored.
 CREATE OR REPLACE FUNCTION api.chat_relay(batch jsonb, channel text)
 RETURNS int
@@ -41,14 +51,17 @@ BEGIN
     END IF;
 
     FOR x IN
-        SELECT m.e, m.r, m.u, m.n, m.s, m.t, m.at
+        SELECT m.e, m.r, m.u, m.n, m.s, m.t, m.at, m.x
         FROM jsonb_array_elements(batch) WITH ORDINALITY AS b(v, o),
              jsonb_to_record(b.v) AS m(e bigint, r text, u bigint, n text,
-                                       s jsonb, t text, at text)
+                                       s jsonb, t text, at text, x text)
         ORDER BY b.o
     LOOP
         CONTINUE WHEN NOT EXISTS (SELECT 1 FROM app.events AS ev
                                   WHERE ev.id = x.e);
+        CONTINUE WHEN x.x IS NOT NULL
+                      AND EXISTS (SELECT 1 FROM app.chat_messages AS cm
+                                  WHERE cm.relay_key = x.x);
 
         v_key := x.e || ':' || x.r;
 
@@ -59,11 +72,25 @@ BEGIN
         WHERE cm.event_id = x.e AND cm.room = x.r;
 
         INSERT INTO app.chat_messages (event_id, room, id, user_id,
-                                       sender_name, text, created_at)
+                                       sender_name, text, created_at,
+                                       relay_key)
         VALUES (x.e, x.r, v_id, x.u, left(x.n, 200), left(x.t, 8000),
-                coalesce(x.at::timestamptz, now()));
+                coalesce(x.at::timestamptz, now()), x.x);
 
         n := n + 1;
+
+        IF x.u IS NOT NULL
+           AND EXISTS (SELECT 1 FROM auth.users AS u WHERE u.id = x.u)
+        THEN
+            INSERT INTO app.engagement_counters AS c (event_id, user_id,
+                                                      messages,
+                                                      last_message_at)
+            VALUES (x.e, x.u, 1, coalesce(x.at::timestamptz, now()))
+            ON CONFLICT ON CONSTRAINT engagement_counters_pkey
+            DO UPDATE SET messages = c.messages + 1,
+                          last_message_at = greatest(c.last_message_at,
+                                                     excluded.last_message_at);
+        END IF;
 
         -- json (not jsonb): the fields in the order clients know
         v_frame := json_build_object('type', 'message', 'id', v_id,

@@ -28,7 +28,7 @@ $t->http_conf(<<"EOF");
     platform_session_secure off;
 
     platform_chat_zone chat 4m messages=200 room_size=512k flush=50ms batch=100;
-    platform_chat_zone tiny 32k pg=main messages=10 room_size=8k;
+    platform_chat_zone tiny 40k pg=main messages=10 room_size=8k;
 
     server {
         listen 127.0.0.1:%%PORT%% reuseport;
@@ -448,7 +448,7 @@ SQL
 # ------------------------------------------------------------------ full zone
 
 {
-    # the 32k zone holds a few rooms of 1 KB messages: rooms come and go
+    # the 40k zone holds a few rooms of 1 KB messages: rooms come and go
     my ($bad, $echo) = (0, 0);
     for my $i (0 .. 29) {
         my $ws = join_room($cookie{org}, "team:$teams[$i]", path => '/ws/tiny/');

@@ -67,6 +67,25 @@ SELECT is((SELECT created_at FROM app.chat_messages
            WHERE event_id = pg_temp.id('ev') AND room = 'main' AND id = 4),
           '2031-01-01T10:00:00Z'::timestamptz, 'the time the host gave');
 
+-- the same batch sent again (its outcome was unknown): nothing twice
+SELECT is(api.chat_relay(jsonb_build_array(
+              pg_temp.msg('main', 'five') || '{"x": "00ff-1"}',
+              pg_temp.msg('main', 'six') || '{"x": "00ff-2"}'),
+              'platform_chat'),
+          2, 'a batch with keys');
+SELECT is(api.chat_relay(jsonb_build_array(
+              pg_temp.msg('main', 'five') || '{"x": "00ff-1"}',
+              pg_temp.msg('main', 'six') || '{"x": "00ff-2"}',
+              pg_temp.msg('main', 'seven') || '{"x": "00ff-3"}'),
+              'platform_chat'),
+          1, 'sent again with one more: only the new one is stored');
+SELECT is((SELECT string_agg(text, ',' ORDER BY id) FROM app.chat_messages
+           WHERE event_id = pg_temp.id('ev') AND room = 'main' AND id > 4),
+          'five,six,seven', 'each once, in order');
+SELECT is((SELECT messages FROM app.engagement_counters
+           WHERE event_id = pg_temp.id('ev') AND user_id = pg_temp.id('u')),
+          8::bigint, 'messages counted per participant (both rooms), once each');
+
 SELECT throws_ok($$SELECT api.chat_relay('[]', 'Bad Channel')$$, '22023',
                  NULL, 'an invalid channel is refused');
 SELECT is(api.chat_relay('[]', 'platform_chat'), 0, 'an empty batch');
