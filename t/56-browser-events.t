@@ -372,7 +372,8 @@ is($r->{ics_summary}, $title, 'with the event');
 is_deeply($r->{my_upcoming}, [$title], 'my-events.html lists the ticket');
 is_deeply([@{$r->{my_card} || []}[0, 2, 3, 4]],
           [$title, "Community pass \x{b7} Free \x{b7} by Rust Community",
-           "Add to calendar (.ics) \x{b7} Registration", 'Cancel my ticket'],
+           "Add to calendar (.ics) \x{b7} Registration \x{b7} Event room",
+           'Cancel my ticket'],
           'with its ticket type, organiser and links')
     or diag(explain($r->{my_card}));
 ok($r->{my_pending_hidden}, 'nothing in progress');

@@ -64,6 +64,9 @@ function ticketCard(t, { upcoming }) {
     links.push(el('a', { href: `/team.html?event=${e.id}`, class: 'team-link' },
                   `Your team: ${t.team.name}`));
   }
+  if (upcoming && !cancelled) {
+    links.push(el('a', { href: `/room.html?event=${e.id}`, class: 'room-link' }, 'Event room'));
+  }
   return el('li', { class: `card${cancelled ? ' cancelled' : ''}`, 'data-code': t.code },
     el('h3', {}, el('a', { href: `/event.html?id=${e.id}` }, e.title)),
     el('p', { class: 'when' }, when(e)),

@@ -245,6 +245,8 @@ function render() {
   $('publish-area').hidden = !e || status !== 'draft';
   $('public-link').hidden = !e || status === 'draft';
   if (e) $('public-link').href = `/event.html?id=${e.id}`;
+  $('room-link').hidden = !e || status === 'draft';
+  if (e) $('room-link').href = `/organiser/room.html?event=${e.id}`;
   // A cancelled event cannot be changed any more.
   const closed = status === 'cancelled';
   for (const f of [editor, ttForm]) {
