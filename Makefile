@@ -12,9 +12,10 @@
 #   make test         run the test suite (TESTS="t/x.t ..." for some files;
 #                     with SAN=1 against the sanitizer build)
 #   make bench        run the benchmarks (BENCH=api-read for one)
-#   make fuzz         fuzz the WebSocket frame parser with libFuzzer for
-#                     FUZZ_TIME seconds (default 600); new inputs are kept in
-#                     build/fuzz/corpus, crashes in build/fuzz/
+#   make fuzz         fuzz the WebSocket frame parser, then the lift reading
+#                     decoder, with libFuzzer for FUZZ_TIME seconds each
+#                     (default 600); new inputs are kept in
+#                     build/fuzz/corpus*, crashes in build/fuzz/
 #   make clean        remove build/
 #
 # The module is built the way third-party modules are built for a packaged
@@ -146,10 +147,26 @@ $(FUZZ_DIR)/ws_frame_fuzz: $(FUZZ_SRCS)
 	    t/fuzz/ws_frame_fuzz.c ngx_platform_module/ngx_platform_ws_frame.c \
 	    -o '$@'
 
-fuzz: $(FUZZ_DIR)/ws_frame_fuzz
+fuzz: $(FUZZ_DIR)/ws_frame_fuzz $(FUZZ_DIR)/reading_fuzz
 	mkdir -p '$(FUZZ_DIR)/corpus'
 	cd '$(FUZZ_DIR)' && ./ws_frame_fuzz -max_total_time=$(FUZZ_TIME) \
 	    -print_final_stats=1 corpus '$(CURDIR)/t/fuzz/corpus/ws_frame'
+	mkdir -p '$(FUZZ_DIR)/corpus-reading'
+	cd '$(FUZZ_DIR)' && ./reading_fuzz -max_total_time=$(FUZZ_TIME) \
+	    -print_final_stats=1 corpus-reading '$(CURDIR)/t/fuzz/corpus/reading'
+
+# The lift reading decoder (MessagePack and JSON paths), plain C as well;
+# t/123-lifts-fuzz.t runs it briefly in every `make test`.
+READING_FUZZ_SRCS := t/fuzz/reading_fuzz.c \
+                     ngx_platform_module/ngx_platform_reading.c \
+                     ngx_platform_module/ngx_platform_reading.h
+
+$(FUZZ_DIR)/reading_fuzz: $(READING_FUZZ_SRCS)
+	mkdir -p '$(FUZZ_DIR)'
+	clang -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -I ngx_platform_module \
+	    t/fuzz/reading_fuzz.c ngx_platform_module/ngx_platform_reading.c \
+	    -lmsgpackc -lm -o '$@'
 
 clean:
 	rm -rf build

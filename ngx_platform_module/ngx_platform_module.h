@@ -79,6 +79,7 @@ extern ngx_module_t  ngx_platform_auth_module;
 extern ngx_module_t  ngx_platform_jobs_module;
 extern ngx_module_t  ngx_platform_signature_module;
 extern ngx_module_t  ngx_platform_upload_module;
+extern ngx_module_t  ngx_platform_ingest_module;
 
 
 #endif /* _NGX_PLATFORM_MODULE_H_INCLUDED_ */
