@@ -40,7 +40,9 @@ function propertyCard(p) {
     el('p', { text: `${money(p.price_minor, p.currency)} a night, sleeps ${p.capacity}` }),
     el('p', {}, ...p.images.map((i) => el('img', { src: i.thumbnails.w320, alt: '',
                                                   width: 160 }))),
-    el('label', {}, 'Add a photo ', input), msg);
+    el('label', {}, 'Add a photo ', input), msg,
+    el('p', {}, el('a', { href: `/owner/home.html?id=${p.id}`,
+                          text: 'Key codes, calendars, past guests' })));
 }
 
 async function showAll() {

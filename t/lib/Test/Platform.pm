@@ -180,7 +180,7 @@ sub api_conf {
     my %set = (public_url => 'http://127.0.0.1:%%PORT%%',
                links_per_email => 100, links_per_ip => 1000,
                terms_version => 'terms-1', consent_version => 'privacy-1',
-               hold_seconds => 1800, %$over);
+               hold_seconds => 1800, mail_rate => 10, %$over);
 
     return join('', map({ "set \$platform_$_ $set{$_};\n" } sort keys %set),
                 map({ "include %%ROOT%%/conf/api/$_.conf;\n" } @areas));
