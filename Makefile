@@ -70,7 +70,7 @@ export SAN
 
 all: build
 
-build: $(BUILD_OUTPUTS)
+build: $(BUILD_OUTPUTS) html/vendor/hls.min.mjs
 
 # A private copy of the nginx sources, taken once.  Debian's nginx-dev has
 # no .c files: for SAN=1 (which builds nginx itself) the package's complete
@@ -170,3 +170,12 @@ $(FUZZ_DIR)/reading_fuzz: $(READING_FUZZ_SRCS)
 
 clean:
 	rm -rf build
+
+# hls.js for the video player (html/js/player.js, docs/hls.md): the version
+# in package.json/package-lock.json, installed by npm ci and copied into
+# html/vendor/ (not committed; rebuilt when the lock file changes).
+html/vendor/hls.min.mjs: package-lock.json
+	npm ci --no-audit --no-fund
+	mkdir -p html/vendor
+	cp node_modules/hls.js/dist/hls.min.mjs '$@.tmp'
+	mv '$@.tmp' '$@'

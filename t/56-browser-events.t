@@ -58,8 +58,8 @@ unless (-d "$dir/node_modules/playwright-core") {
 
 $t->key_file;    # session.key in the test directory
 
-my %have = map { $_ => -f "$root/conf/api/$_.conf" } qw(registration teams);
-my @areas = ('core', 'auth', 'events', grep { $have{$_} } qw(registration teams));
+my %have = map { $_ => -f "$root/conf/api/$_.conf" } qw(registration teams hls);
+my @areas = ('core', 'auth', 'events', grep { $have{$_} } qw(registration teams hls));
 
 # Other organisers' events, so the list has two pages and the filters
 # something to leave out; the test-only mailbox: the newest mail job to an

@@ -228,13 +228,18 @@ async function load() {
   renderEvent(event);
 
   // Prefill from the account, if signed in (no harm otherwise).
+  let me = null;
   try {
-    const me = await signedIn();
+    me = await signedIn();
     if (me && !$('email').value) $('email').value = me.email;
     if (me && me.display_name && !$('name').value) $('name').value = me.display_name;
   } catch {
     // The form works without it.
   }
+  // Who is signed in, for the video section (event-video.js), which may
+  // start before or after this point.
+  document.platformMe = me;
+  document.dispatchEvent(new CustomEvent('platform:me', { detail: me }));
 }
 
 load();
