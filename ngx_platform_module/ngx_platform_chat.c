@@ -94,6 +94,8 @@ typedef struct {
     ngx_rbtree_node_t           members_sentinel;
     time_t                      used;
     size_t                      bytes;
+    ngx_msec_t                  presence_at;     /* the last summary */
+    ngx_uint_t                  presence_dirty;  /* changed since */
     ngx_platform_chat_entry_t **ring;        /* "messages" slots */
     u_short                     len;
     u_char                      key[1];
@@ -185,6 +187,7 @@ struct ngx_platform_chat_zone_s {
     ngx_platform_chat_batch_t   messages_batch;
     ngx_platform_chat_batch_t   engagement;
     ngx_event_t                 beat_ev;     /* engagement heartbeats */
+    ngx_event_t                 presence_ev;     /* summaries due */
 };
 
 
@@ -196,6 +199,7 @@ struct ngx_platform_chat_main_conf_s {
     ngx_event_t                 notify;      /* posted: deliver, wake others */
     ngx_log_t                  *log;
     ngx_msec_t                  heartbeat;   /* platform_chat_heartbeat */
+    ngx_int_t                   presence_notices;  /* users, then summaries */
     time_t                      started;     /* connection keys */
     ngx_uint_t                  connections;
 };
@@ -315,6 +319,9 @@ static ngx_int_t ngx_platform_chat_publish(ngx_platform_chat_conn_t *cc,
     u_char *text, size_t len);
 static ngx_int_t ngx_platform_chat_presence_notice(
     ngx_platform_chat_conn_t *cc, const char *what, ngx_uint_t *count);
+static ngx_int_t ngx_platform_chat_presence_summary(
+    ngx_platform_chat_zone_t *zone, ngx_platform_chat_room_t *room);
+static void ngx_platform_chat_presence_handler_ev(ngx_event_t *ev);
 
 static ngx_platform_chat_room_t *ngx_platform_chat_lookup(
     ngx_platform_chat_zone_t *zone, ngx_str_t *key, uint32_t hash);
@@ -494,6 +501,13 @@ static ngx_command_t  ngx_platform_chat_commands[] = {
       ngx_platform_chat_heartbeat,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("platform_chat_presence_notices"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_platform_chat_main_conf_t, presence_notices),
       NULL },
 
     { ngx_string("platform_chat_history"),
@@ -1542,7 +1556,14 @@ ngx_platform_chat_open(ngx_platform_ws_t *ws)
 }
 
 
-/* under the mutex: a presence entry; count is the room's */
+/*
+ * under the mutex: a presence entry; count is the room's.  While the room
+ * has at most platform_chat_presence_notices users (before a leave, after
+ * a join), a "joined"/"left" notice naming the user; above, the change is
+ * only marked, and a summary {"type":"presence","count","users"} goes out
+ * at most once a second per room: at once when the last one is a second
+ * old, else from this worker's presence_ev.
+ */
 
 static ngx_int_t
 ngx_platform_chat_presence_notice(ngx_platform_chat_conn_t *cc,
@@ -1550,20 +1571,42 @@ ngx_platform_chat_presence_notice(ngx_platform_chat_conn_t *cc,
 {
     u_char                     *p;
     size_t                      len;
+    ngx_msec_t                  since;
+    ngx_uint_t                  users;
     ngx_platform_chat_room_t   *room;
     ngx_platform_chat_entry_t  *e;
+    ngx_platform_chat_zone_t   *zone;
 
-    room = ngx_platform_chat_lookup(cc->zone, &cc->key,
+    zone = cc->zone;
+
+    room = ngx_platform_chat_lookup(zone, &cc->key,
                                     ngx_crc32_short(cc->key.data,
                                                     cc->key.len));
     if (room == NULL) {
         return NGX_ERROR;
     }
 
+    users = room->users + (what[0] == 'l' ? 1 : 0);
+
+    if (users > (ngx_uint_t) zone->cmcf->presence_notices) {
+        room->presence_dirty = 1;
+        since = ngx_current_msec - room->presence_at;
+
+        if (since >= 1000) {
+            return ngx_platform_chat_presence_summary(zone, room);
+        }
+
+        if (!zone->presence_ev.timer_set) {
+            ngx_add_timer(&zone->presence_ev, 1000 - since);
+        }
+
+        return NGX_OK;
+    }
+
     len = sizeof("{\"type\":\"presence\",\"\":,\"count\":,\"users\":}") - 1
           + ngx_strlen(what) + cc->user.len + 2 * NGX_INT_T_LEN;
 
-    e = ngx_platform_chat_append(cc->zone, room, len);
+    e = ngx_platform_chat_append(zone, room, len);
     if (e == NULL) {
         return NGX_ERROR;
     }
@@ -1578,6 +1621,105 @@ ngx_platform_chat_presence_notice(ngx_platform_chat_conn_t *cc,
     room->bytes -= len - e->len;
 
     return NGX_OK;
+}
+
+
+/* under the mutex: the room's summary, now */
+
+static ngx_int_t
+ngx_platform_chat_presence_summary(ngx_platform_chat_zone_t *zone,
+    ngx_platform_chat_room_t *room)
+{
+    u_char                     *p;
+    size_t                      len;
+    ngx_platform_chat_entry_t  *e;
+
+    room->presence_dirty = 0;
+    room->presence_at = ngx_current_msec;
+
+    len = sizeof("{\"type\":\"presence\",\"count\":,\"users\":}") - 1
+          + 2 * NGX_INT_T_LEN;
+
+    e = ngx_platform_chat_append(zone, room, len);
+    if (e == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(e->data, "{\"type\":\"presence\",\"count\":%ui,"
+                    "\"users\":%ui}", room->count, room->users);
+
+    e->len = p - e->data;
+    e->id = 0;
+    e->user = 0;
+    e->kind = NGX_PLATFORM_CHAT_PRESENCE;
+    room->bytes -= len - e->len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * presence_ev: the summaries that are due, of any room of the zone (the
+ * worker that marked a room may have no connection left in it); the next
+ * one due re-arms it
+ */
+
+static void
+ngx_platform_chat_presence_handler_ev(ngx_event_t *ev)
+{
+    ngx_msec_t                  since, wait;
+    ngx_uint_t                  sent;
+    ngx_queue_t                *lq;
+    ngx_platform_chat_room_t   *room;
+    ngx_platform_chat_zone_t   *zone;
+
+    zone = ev->data;
+    sent = 0;
+    wait = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (lq = ngx_queue_head(&zone->sh->lru);
+         lq != ngx_queue_sentinel(&zone->sh->lru);
+         lq = ngx_queue_next(lq))
+    {
+        room = ngx_queue_data(lq, ngx_platform_chat_room_t, lru);
+
+        if (!room->presence_dirty) {
+            continue;
+        }
+
+        since = ngx_current_msec - room->presence_at;
+
+        if (since < 1000) {
+            if (wait == 0 || 1000 - since < wait) {
+                wait = 1000 - since;
+            }
+
+            continue;
+        }
+
+        if (room->count == 0) {
+            room->presence_dirty = 0;       /* nobody to tell */
+            continue;
+        }
+
+        if (ngx_platform_chat_presence_summary(zone, room) != NGX_OK) {
+            ngx_platform_chat_count(zone, dropped, 1);
+        }
+
+        sent++;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (wait && !ngx_exiting) {
+        ngx_add_timer(ev, wait);
+    }
+
+    if (sent) {
+        ngx_platform_chat_notify(zone->cmcf);
+    }
 }
 
 
@@ -3902,6 +4044,11 @@ ngx_platform_chat_init_process(ngx_cycle_t *cycle)
         zone->engagement.flush_ev.data = &zone->engagement;
         zone->engagement.flush_ev.log = cycle->log;
 
+        zone->presence_ev.handler = ngx_platform_chat_presence_handler_ev;
+        zone->presence_ev.data = zone;
+        zone->presence_ev.log = cycle->log;
+        zone->presence_ev.cancelable = 1;
+
         if (cmcf->heartbeat) {
             zone->beat_ev.handler = ngx_platform_chat_beat_handler;
             zone->beat_ev.data = zone;
@@ -3984,6 +4131,10 @@ ngx_platform_chat_postconfiguration(ngx_conf_t *cf)
         cmcf->heartbeat = 60000;
     }
 
+    if (cmcf->presence_notices == NGX_CONF_UNSET) {
+        cmcf->presence_notices = 100;
+    }
+
     zones = cmcf->zones.elts;
 
     for (i = 0; i < cmcf->zones.nelts; i++) {
@@ -4039,6 +4190,7 @@ ngx_platform_chat_create_main_conf(ngx_conf_t *cf)
     }
 
     cmcf->heartbeat = NGX_CONF_UNSET_MSEC;
+    cmcf->presence_notices = NGX_CONF_UNSET;
 
     return cmcf;
 }

@@ -9,7 +9,8 @@
 //
 // Frames from the server: welcome (room, user, role, count, messages, and
 // when the server has them: present [users], help [requests]), message,
-// presence (joined|left, count), error (code, message); the others go to
+// presence (joined|left, count; or a big room's summary: count, users),
+// error (code, message); the others go to
 // onFrame.  A field the server does not send yet is simply not shown.
 //
 // Everything the users wrote is put in the page as text (textContent),
@@ -212,6 +213,13 @@ export class Chat {
 
   presence(f) {
     const u = f.joined || f.left;
+    if (!u) {
+      // a big room's summary (count, users, no name): the list can no
+      // longer be kept; only the count is shown from now on
+      this.present = null;
+      this.setCount(f.count);
+      return;
+    }
     if (this.present && u) {
       const p = this.present.get(u.id);
       if (f.joined) {

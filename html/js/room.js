@@ -5,7 +5,9 @@
 //   GET /api/events/{id}          the title
 //   GET /api/events/{id}/team     whether there is a team tab (404: none)
 //   WS  /ws/events/{id}?room=main|team|team:<id>
-//   help: {"type":"help","text":...} -> {"type":"help_ack","id":N}
+//   help: {"type":"help","text":...} -> {"type":"help_ack","id":N}; when an
+//         organiser clears it: {"type":"help_cleared","id":N} (to the
+//         connections of the room it was asked from)
 //
 // ?room=team (or team:<id> for an organiser) opens the team tab first.
 
@@ -16,6 +18,7 @@ const $ = (id) => document.getElementById(id);
 
 const eventId = idParam('event');
 let helpTimer = null;
+let helpId = null;     // the open request asked from this page
 
 function refuse(text, { signin = false } = {}) {
   $('loading').hidden = true;
@@ -43,8 +46,12 @@ function onFrame(f) {
     $('loading').hidden = true;
     for (const s of ['chat', 'help', 'video']) $(s).hidden = false;
   } else if (f.type === 'help_ack') {
+    helpId = f.id ?? null;
     helpDone('An organiser has been told and will be with you soon.', 'ok');
     $('help-text').value = '';
+  } else if (f.type === 'help_cleared' && (helpId == null || f.id === helpId)) {
+    helpId = null;
+    say($('help-message'), 'An organiser has handled your request.', 'ok');
   } else if (f.type === 'error' && helpTimer) {
     helpDone('Your request could not be sent. Please ask in the main room instead.', 'bad');
   }
