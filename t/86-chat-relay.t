@@ -271,7 +271,7 @@ is($a->psql("SELECT count(*) || '/' || count(DISTINCT id) || '/' || max(id) "
     }
     ok($seen_a, 'and A reaches B');
     sleep 1;
-    1 while next_json($_, 0.2) for $a1, $a3, $b2, $b4;    # drained
+    for my $ws ($a1, $a3, $b2, $b4) { 1 while next_json($ws, 0.2) }    # drained
     $_->{seen} = [] for $a1, $a3, $b2, $b4;
 }
 
