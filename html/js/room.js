@@ -1,6 +1,6 @@
 // room.js: a participant's live event room (room.html?event=N[&room=team]):
 // the main chat and the team chat in tabs (chat.js), "ask for help", and
-// the place of the video player (section#video).
+// the video player (section#video, player.js: live/offline, hls.js).
 //
 //   GET /api/events/{id}          the title
 //   GET /api/events/{id}/team     whether there is a team tab (404: none)
@@ -13,12 +13,14 @@
 
 import { api, say, idParam, param, signinHref } from '/js/api.js';
 import { Chat } from '/js/chat.js';
+import { mountPlayer } from '/js/player.js';
 
 const $ = (id) => document.getElementById(id);
 
 const eventId = idParam('event');
 let helpTimer = null;
 let helpId = null;     // the open request asked from this page
+let player = false;    // the video player is mounted (once, at the welcome)
 
 function refuse(text, { signin = false } = {}) {
   $('loading').hidden = true;
@@ -45,6 +47,11 @@ function onFrame(f) {
   } else if (f.type === 'welcome') {
     $('loading').hidden = true;
     for (const s of ['chat', 'help', 'video']) $(s).hidden = false;
+    if (!player) {
+      player = true;
+      $('video-text').remove();
+      mountPlayer($('video'), eventId);    // live/offline, hls.js
+    }
   } else if (f.type === 'help_ack') {
     helpId = f.id ?? null;
     helpDone('An organiser has been told and will be with you soon.', 'ok');
