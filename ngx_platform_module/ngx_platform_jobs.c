@@ -39,6 +39,7 @@
 #include "ngx_platform_pg.h"
 #include "ngx_platform_smtp.h"
 #include <curl/curl.h>
+#include <sodium.h>
 #include <arpa/inet.h>
 
 
@@ -233,6 +234,8 @@ static u_char *ngx_platform_jobs_field(ngx_platform_jobs_job_t *job,
     PGresult *res, int row, int col);
 static ngx_int_t ngx_platform_jobs_mail(ngx_platform_jobs_job_t *job,
     PGresult *res, int row);
+static ngx_int_t ngx_platform_jobs_headers(ngx_platform_jobs_job_t *job,
+    u_char *text);
 static ngx_int_t ngx_platform_jobs_webhook(ngx_platform_jobs_job_t *job,
     PGresult *res, int row);
 static ngx_int_t ngx_platform_jobs_call(ngx_platform_jobs_job_t *job,
@@ -1832,11 +1835,12 @@ ngx_platform_jobs_webhook(ngx_platform_jobs_job_t *job, PGresult *res,
         return NGX_ERROR;
     }
 
-    if ((resolve && ngx_platform_jobs_list(&job->resolve, resolve)
-                    != NGX_OK)
-        || ngx_platform_jobs_list(&job->headers, headers) != NGX_OK)
-    {
+    if (resolve && ngx_platform_jobs_list(&job->resolve, resolve) != NGX_OK) {
         job->error = (u_char *) "out of memory";
+        return NGX_ERROR;
+    }
+
+    if (ngx_platform_jobs_headers(job, headers) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1912,8 +1916,7 @@ ngx_platform_jobs_call(ngx_platform_jobs_job_t *job, PGresult *res, int row)
 
     /* the request's headers, then the service's (Authorization among them) */
 
-    if (headers && ngx_platform_jobs_list(&job->headers, headers) != NGX_OK) {
-        job->error = (u_char *) "out of memory";
+    if (headers && ngx_platform_jobs_headers(job, headers) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -2050,6 +2053,45 @@ ngx_platform_jobs_request(ngx_platform_jobs_job_t *job, u_char *url,
     }
 
     job->added = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A job's header lines onto job->headers.  "sealed:<base64>" in them (a
+ * channel's API key, sealed by platform_seal) is opened with
+ * platform_secretbox_key only here, as the request is made, into a copy
+ * that is wiped once libcurl has its own (ngx_platform_seal.c).
+ */
+
+static ngx_int_t
+ngx_platform_jobs_headers(ngx_platform_jobs_job_t *job, u_char *text)
+{
+    u_char      *opened;
+    size_t       len;
+    ngx_int_t    rc;
+    const char  *err;
+
+    opened = text;
+
+    if (ngx_platform_seal_open_text(job->pool, &opened, &err) != NGX_OK) {
+        job->error = (u_char *) err;
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(opened);
+
+    rc = ngx_platform_jobs_list(&job->headers, opened);
+
+    if (opened != text) {
+        sodium_memzero(opened, len);
+    }
+
+    if (rc != NGX_OK) {
+        job->error = (u_char *) "out of memory";
+        return NGX_ERROR;
+    }
 
     return NGX_OK;
 }

@@ -66,6 +66,19 @@ ngx_int_t ngx_platform_session_origin(ngx_http_request_t *r);
 ngx_int_t ngx_platform_signature_check(ngx_http_request_t *r,
     ngx_str_t *body);
 
+/* sealed secrets (ngx_platform_seal.c): platform_seal and
+ * platform_webhook_sealed_signature, NGX_DECLINED lets the query run,
+ * NGX_AGAIN: ngx_platform_query_continue() follows */
+ngx_int_t ngx_platform_seal_request(ngx_http_request_t *r, ngx_str_t *body);
+ngx_int_t ngx_platform_seal_open(ngx_pool_t *pool, ngx_str_t *sealed,
+    ngx_str_t *out);
+ngx_int_t ngx_platform_seal_open_text(ngx_pool_t *pool, u_char **text,
+    const char **error);
+/* platform_query: run the location's query now (NGX_DONE: it runs) */
+ngx_int_t ngx_platform_query_continue(ngx_http_request_t *r);
+ngx_platform_pg_upstream_t *ngx_platform_query_upstream(
+    ngx_http_request_t *r);
+
 /* platform_upload: NGX_DECLINED: no upload here; NGX_OK: read to a file */
 ngx_int_t ngx_platform_upload_init(ngx_http_request_t *r, off_t *max_size);
 /* the body is read: NGX_DECLINED: stored, the query may run */
@@ -80,6 +93,7 @@ extern ngx_module_t  ngx_platform_jobs_module;
 extern ngx_module_t  ngx_platform_signature_module;
 extern ngx_module_t  ngx_platform_upload_module;
 extern ngx_module_t  ngx_platform_ingest_module;
+extern ngx_module_t  ngx_platform_seal_module;
 
 
 #endif /* _NGX_PLATFORM_MODULE_H_INCLUDED_ */

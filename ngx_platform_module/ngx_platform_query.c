@@ -331,13 +331,7 @@ ngx_platform_query_body_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_platform_query_start(ngx_http_request_t *r, ngx_platform_query_ctx_t *ctx)
 {
-    u_char                         *p;
-    ngx_int_t                       rc;
-    ngx_str_t                       val;
-    ngx_uint_t                      i, n;
-    ngx_platform_pg_query_t        *q;
-    ngx_http_complex_value_t       *cv;
-    ngx_platform_query_loc_conf_t  *qlcf;
+    ngx_int_t  rc;
 
     /* platform_webhook_signature, over the body as received */
 
@@ -347,6 +341,46 @@ ngx_platform_query_start(ngx_http_request_t *r, ngx_platform_query_ctx_t *ctx)
         return rc;
     }
 
+    /* platform_webhook_sealed_signature (may look its secret up), then
+     * platform_seal */
+
+    rc = ngx_platform_seal_request(r, &ctx->body);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_DONE;
+    }
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_platform_query_continue(r);
+}
+
+
+ngx_platform_pg_upstream_t *
+ngx_platform_query_upstream(ngx_http_request_t *r)
+{
+    ngx_platform_query_loc_conf_t  *qlcf;
+
+    qlcf = ngx_http_get_module_loc_conf(r, ngx_platform_query_module);
+
+    return qlcf->upstream;
+}
+
+
+ngx_int_t
+ngx_platform_query_continue(ngx_http_request_t *r)
+{
+    u_char                         *p;
+    ngx_str_t                       val;
+    ngx_uint_t                      i, n;
+    ngx_platform_pg_query_t        *q;
+    ngx_platform_query_ctx_t       *ctx;
+    ngx_http_complex_value_t       *cv;
+    ngx_platform_query_loc_conf_t  *qlcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_platform_query_module);
     qlcf = ngx_http_get_module_loc_conf(r, ngx_platform_query_module);
 
     q = &ctx->query;
