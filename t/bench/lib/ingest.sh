@@ -17,7 +17,8 @@
 #   bench NAME: p99 <ms> ms, <req/s> req/s, non-2xx <n>; worker RSS <kB> kB, ...
 #
 # Environment (defaults): BENCH_POOL=4, BENCH_CONNS=64 (ingest-50: 16),
-# BENCH_DURATION=10, PLATFORM_NGINX, PLATFORM_MODULE.
+# BENCH_DURATION=10, PLATFORM_NGINX, PLATFORM_MODULE; BENCH_LIFT_RULES=1
+# adds two alert rules evaluated with every batch (sql/024).
 
 pool=${BENCH_POOL:-4}
 
@@ -34,6 +35,17 @@ INSERT INTO lifts.lifts (org_id, building_id, serial, model, floors)
 SELECT b.org_id, b.id, 'SN-' || g, 'M', 20
 FROM lifts.buildings AS b, generate_series(1, 1000) AS g;
 SQL
+
+# BENCH_LIFT_RULES=1: two organisation-wide alert rules that are
+# evaluated with every batch but never fire (the cost of evaluation).
+if [ -n "${BENCH_LIFT_RULES:-}" ]; then
+    PGUSER=postgres psql -X -q -v ON_ERROR_STOP=1 -d platform <<SQL
+INSERT INTO lifts.alert_rules (org_id, name, scope, metric, comparison, threshold)
+SELECT id, 'hot', 'org', 'temperature', '>', 100 FROM app.organisations
+UNION ALL
+SELECT id, 'worn', 'org', 'trips', '>', 1e12 FROM app.organisations;
+SQL
+fi
 
 PGUSER=postgres psql -X -q -A -t -d platform -c \
     "SELECT lifts.device_token(id, 0, '$keyhex') FROM lifts.lifts ORDER BY id" \
