@@ -1,15 +1,128 @@
-// b-property.js: /b/{slug}/property.html?id=N: photos, taken dates, a
-// price quote and the booking form (a magic link to the guest, then
-// Stripe Checkout from the booking page).
+// b-property.js: /b/{slug}/property.html?id=N: photos, an availability
+// calendar (two months; clicking an arrival then a departure day fills the
+// form and asks for the price), a price quote and the booking form (a
+// magic link to the guest, then Stripe Checkout from the booking page).
 
 import { api, el, say, idParam, busy, showError, clearErrors } from '/js/api.js';
 import { money } from '/js/format.js';
 import { base, showBusiness } from '/js/b-common.js';
+import { monthTable, gridKeys, addDays, monthStart, today, longDate }
+  from '/js/r-calendar.js';
 
 const id = idParam('id');
 const form = document.getElementById('book');
 const message = document.getElementById('message');
 const price = document.getElementById('price');
+
+// ------------------------------------------------------------ calendar
+
+const months = document.getElementById('months');
+const pick = document.getElementById('cal-pick');
+const now = new Date();
+const cal = { y: now.getFullYear(), m: now.getMonth(), taken: new Set(),
+              in: null, out: null };
+
+// The nights [check_in, check_out) of each stay are taken.
+function addTaken(booked) {
+  for (const b of booked) {
+    for (let d = b.check_in; d < b.check_out; d = addDays(d, 1)) cal.taken.add(d);
+  }
+}
+
+function freeNights(from, to) {
+  for (let d = from; d < to; d = addDays(d, 1)) {
+    if (cal.taken.has(d)) return false;
+  }
+  return true;
+}
+
+function dayCell(d, td) {
+  const first = today();
+  const past = d < first;
+  const taken = cal.taken.has(d);
+  const sel = d === cal.in ? 'arrival' : d === cal.out ? 'departure' : '';
+  if (past) td.classList.add('past');
+  if (taken) td.classList.add('taken');
+  if (d === cal.in) td.classList.add('check-in');
+  if (d === cal.out) td.classList.add('check-out');
+  if (cal.in && cal.out && d > cal.in && d < cal.out) td.classList.add('in-stay');
+  const label = [longDate(d), past ? 'past' : taken ? 'taken' : 'free', sel]
+    .filter(Boolean).join(', ');
+  td.append(el('button', { type: 'button', class: 'day', 'data-date': d,
+    'aria-label': label, 'aria-pressed': sel ? 'true' : 'false',
+    disabled: past, text: String(Number(d.slice(8))),
+    onclick: () => choose(d) }));
+}
+
+function render(focus) {
+  months.replaceChildren(monthTable(cal.y, cal.m, dayCell),
+                         monthTable(cal.y, cal.m + 1, dayCell));
+  document.getElementById('cal-prev').disabled =
+    cal.y === now.getFullYear() && cal.m === now.getMonth();
+  if (focus) {
+    const b = months.querySelector(`button[data-date="${focus}"]`);
+    if (b) b.focus();
+  }
+}
+
+function choose(d) {
+  if (cal.in && !cal.out && d > cal.in) {
+    if (freeNights(cal.in, d)) {
+      cal.out = d;
+      form.check_in.value = cal.in;
+      form.check_out.value = cal.out;
+      pick.textContent = `${longDate(cal.in)} \u2192 ${longDate(cal.out)}`;
+      render(d);
+      document.getElementById('quote').click();
+      return;
+    }
+    if (cal.taken.has(d)) {
+      pick.textContent = 'Some nights before that day are taken.';
+      return;
+    }
+  }
+  if (cal.taken.has(d)) {
+    pick.textContent = `${longDate(d)} is taken.`;
+    return;
+  }
+  cal.in = d;
+  cal.out = null;
+  form.check_in.value = d;
+  form.check_out.value = '';
+  price.textContent = '';
+  pick.textContent = `Arrival ${longDate(d)}: now pick the departure day.`;
+  render(d);
+}
+
+async function showMonths(step) {
+  const d = new Date(Date.UTC(cal.y, cal.m + step, 1));
+  cal.y = d.getUTCFullYear();
+  cal.m = d.getUTCMonth();
+  try {
+    const p = await api(`${base}/properties/${id}?from=${monthStart(cal.y, cal.m)}`
+                        + `&to=${monthStart(cal.y, cal.m + 2)}`);
+    addTaken(p.availability.booked);
+  } catch (err) {
+    say(message, err.message, 'bad');
+  }
+  render();
+}
+
+document.getElementById('cal-prev').addEventListener('click', () => showMonths(-1));
+document.getElementById('cal-next').addEventListener('click', () => showMonths(1));
+gridKeys(months);
+
+// Dates typed into the form show on the calendar too.
+for (const name of ['check_in', 'check_out']) {
+  form[name].addEventListener('change', () => {
+    cal.in = form.check_in.value || null;
+    cal.out = form.check_out.value || null;
+    if (cal.in && cal.out && cal.out <= cal.in) cal.out = null;
+    render();
+  });
+}
+
+// ------------------------------------------------------------ the stay
 
 function stay() {
   const f = new FormData(form);
@@ -45,6 +158,8 @@ async function load() {
     document.getElementById('booked').replaceChildren(...(booked.length
       ? booked.map((b) => el('li', { text: `${b.check_in} \u2192 ${b.check_out}` }))
       : [el('li', { class: 'empty', text: 'Nothing taken in the next months.' })]));
+    addTaken(booked);
+    render();
   } catch (err) {
     say(message, err.message, 'bad');
   }

@@ -4,6 +4,8 @@
 
 import { api, el, say, busy, showError, clearErrors } from '/js/api.js';
 import { money } from '/js/format.js';
+import { monthTable, gridKeys, monthStart, longDate }
+  from '/js/r-calendar.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -60,10 +62,76 @@ async function showAll() {
     el('td', { text: names[x.property.id] || x.property.name }),
     el('td', { text: x.kind === 'block' ? 'blocked' : (x.guest_name || '') }),
     el('td', { text: `${x.status} (${x.source})` }))));
-  for (const s of ['business-section', 'properties-section', 'bookings-section']) {
+  cal.names = names;
+  await showCalendar();
+  for (const s of ['business-section', 'properties-section', 'bookings-section',
+                   'calendar-section']) {
     $(s).hidden = false;
   }
 }
+
+// ------------------------------------------------------------ calendar
+// One month of every home's bookings and blocks (GET /api/owner/bookings
+// ?from&to); a stay shows on each of its nights; clicking one shows it.
+
+const started = new Date();
+const cal = { y: started.getFullYear(), m: started.getMonth(), names: {} };
+
+function stayLabel(b) {
+  const home = cal.names[b.property.id] || b.property.name || '';
+  const who = b.kind === 'block' ? 'blocked' : (b.guest_name || b.guest_email
+                                                 || 'guest');
+  return `${home}: ${who} (${b.source})`;
+}
+
+function showStay(b) {
+  const facts = [['Home', cal.names[b.property.id] || b.property.name || ''],
+                 ['Status', b.status], ['Source', b.source],
+                 ['Kind', b.kind],
+                 ['Guest', b.guest_name || ''], ['Email', b.guest_email || ''],
+                 ['Guests', b.guests == null ? '' : String(b.guests)],
+                 ['Arrival', longDate(b.check_in)],
+                 ['Departure', longDate(b.check_out)],
+                 ['Nights', String(b.nights ?? '')],
+                 ['Note', b.note || '']].filter(([, v]) => v !== '');
+  $('cal-detail-title').textContent = stayLabel(b);
+  $('cal-detail-facts').replaceChildren(...facts.flatMap(([k, v]) =>
+    [el('dt', { text: k }), el('dd', { text: v })]));
+  $('cal-detail').hidden = false;
+}
+
+async function showCalendar(step = 0) {
+  const d = new Date(Date.UTC(cal.y, cal.m + step, 1));
+  cal.y = d.getUTCFullYear();
+  cal.m = d.getUTCMonth();
+  const from = monthStart(cal.y, cal.m);
+  const to = monthStart(cal.y, cal.m + 1);
+  let list = [];
+  try {
+    list = (await api(`/api/owner/bookings?from=${from}&to=${to}`)).bookings;
+    say($('cal-message'), '');
+  } catch (err) {
+    say($('cal-message'), err.message, 'bad');
+  }
+  const table = monthTable(cal.y, cal.m, (day, td) => {
+    td.append(el('div', { class: 'num', text: String(Number(day.slice(8))) }));
+    for (const b of list) {
+      if (b.check_in <= day && day < b.check_out) {
+        td.append(el('button', {
+          type: 'button', 'data-date': day, 'data-booking': String(b.id),
+          class: `stay ${b.kind} ${b.status}`, text: stayLabel(b), title: stayLabel(b),
+          'aria-label': `${stayLabel(b)}, ${longDate(day)}`,
+          onclick: () => showStay(b) }));
+      }
+    }
+  });
+  table.classList.add('owner');
+  $('calendar').replaceChildren(table);
+}
+
+$('cal-prev').addEventListener('click', () => showCalendar(-1));
+$('cal-next').addEventListener('click', () => showCalendar(1));
+gridKeys($('calendar'));
 
 $('signup').addEventListener('submit', async (e) => {
   e.preventDefault();
