@@ -78,7 +78,6 @@ static void ngx_platform_pg_release(ngx_platform_pg_conn_t *pc);
 static void ngx_platform_pg_close(ngx_platform_pg_conn_t *pc);
 static void ngx_platform_pg_fail(ngx_platform_pg_conn_t *pc,
     ngx_uint_t status, const char *reason);
-static void ngx_platform_pg_shutdown(ngx_platform_pg_conn_t *pc);
 static void ngx_platform_pg_read_handler(ngx_event_t *ev);
 static void ngx_platform_pg_write_handler(ngx_event_t *ev);
 static void ngx_platform_pg_timer_handler(ngx_event_t *ev);
@@ -515,21 +514,6 @@ ngx_platform_pg_fail(ngx_platform_pg_conn_t *pc, ngx_uint_t status,
 }
 
 
-/* the worker is shutting down gracefully and this connection is idle */
-
-static void
-ngx_platform_pg_shutdown(ngx_platform_pg_conn_t *pc)
-{
-    ngx_platform_pg_close(pc);
-
-    ngx_platform_pg_gauges(pc->pool);
-
-    if (ngx_platform_pg_alive(pc->pool) == 0) {
-        ngx_platform_pg_reject_waiters(pc->pool);
-    }
-}
-
-
 /* event handlers */
 
 
@@ -541,11 +525,6 @@ ngx_platform_pg_read_handler(ngx_event_t *ev)
 
     c = ev->data;
     pc = c->data;
-
-    if (c->close) {
-        ngx_platform_pg_shutdown(pc);
-        return;
-    }
 
     if (pc->state == NGX_PLATFORM_PG_CONNECTING) {
         ngx_platform_pg_connect_step(pc);
