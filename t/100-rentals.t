@@ -10,7 +10,7 @@ use strict;
 use warnings;
 
 use Test::More;
-use Test::Platform;
+use Test::Platform qw(field_of);
 use File::Basename qw(dirname);
 use JSON::PP;
 
@@ -85,12 +85,6 @@ sub req {
     return $t->req($method, $path, headers => \%h,
                    defined $body ? (body => ref $body ? $json->encode($body)
                                                       : $body) : ());
-}
-
-sub field_of {
-    my ($r) = @_;
-    my $d = body_of($r)->{error}{detail} // '';
-    return $d =~ /^field: (\S+)/ ? "$r->{status} $1" : "$r->{status} -";
 }
 
 sub token_of {

@@ -20,7 +20,7 @@ use strict;
 use warnings;
 
 use Test::More;
-use Test::Platform;
+use Test::Platform qw(wait_for field_of confirm_token);
 use HTTP::Tiny;
 use IO::Select;
 use IO::Socket::INET;
@@ -109,6 +109,10 @@ my $json = JSON::PP->new->canonical;
 
 sub body_of { $t->json($_[0]) || {} }
 
+sub wait_mail { $smtp->wait_mail(@_) }
+sub token_of  { confirm_token(@_) }
+sub concurrent_posts { $t->concurrent_posts(@_) }
+
 sub req {
     my ($method, $path, $body, %o) = @_;
     my %h = (Origin => $origin);
@@ -122,95 +126,8 @@ sub post { my ($p, $b, %o) = @_; req('POST', $p, $b, %o) }
 sub get  { my ($p, %o) = @_; req('GET', $p, undef, %o) }
 sub sql  { $t->psql(@_) }
 
-sub field_of {
-    my ($r) = @_;
-    my $d = body_of($r)->{error}{detail} // '';
-    return $d =~ /^field: (\S+)/ ? "$r->{status} $1" : "$r->{status} -";
-}
-
-sub wait_for {
-    my ($secs, $code) = @_;
-    my $deadline = time + $secs;
-    my $v;
-    until (($v = $code->()) || time > $deadline) {
-        sleep 0.1;
-    }
-    return $v;
-}
-
-sub mails_to {
-    my ($address) = @_;
-    my @out;
-    for my $msg ($smtp->messages) {
-        next unless $msg =~ /^To: \Q$address\E\r$/mi;
-        my ($subject) = $msg =~ /^Subject: (.*?)\r$/m;
-        my $text = '';
-        while ($msg =~ /\r\n\r\n([A-Za-z0-9+\/=\r\n]{40,}?)(?:\r\n--|\z)/g) {
-            $text .= decode_base64($1) . "\n";
-        }
-        push @out, { subject => $subject, text => $text };
-    }
-    return @out;
-}
-
-sub wait_mail {
-    my ($address, $subject_re, $secs) = @_;
-    my $m;
-    wait_for($secs // 20, sub {
-        ($m) = grep { ($_->{subject} // '') =~ $subject_re } mails_to($address);
-        $m;
-    });
-    return $m;
-}
-
-sub token_of {
-    my ($text) = @_;
-    my ($tok) = ($text // '') =~ m{/confirm\.html#token=([A-Za-z0-9_-]{43})};
-    return $tok;
-}
-
 # A date N days from today (UTC; the property is in UTC).
 sub day { strftime('%Y-%m-%d', gmtime(time + $_[0] * 86400)) }
-
-# POSTs each body on a connection of its own, all at once (as t/71).
-sub concurrent_posts {
-    my ($path, @bodies) = @_;
-    my (@c, %by_fd);
-    for my $i (0 .. $#bodies) {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-                                      Proto => 'tcp', Timeout => 5)
-            or die "connect: $!\n";
-        my $req = "POST $path HTTP/1.1\r\nHost: 127.0.0.1:$port\r\n"
-                  . "Content-Type: application/json\r\n"
-                  . 'Content-Length: ' . length($bodies[$i]) . "\r\n"
-                  . "Connection: close\r\n\r\n$bodies[$i]";
-        push @c, { sock => $s, out => $req, in => '' };
-        $by_fd{fileno $s} = $c[-1];
-    }
-    for my $c (@c) {
-        my $n = syswrite($c->{sock}, $c->{out});
-        die "write: $!\n" unless defined $n && $n == length $c->{out};
-    }
-    my $sel = IO::Select->new(map { $_->{sock} } @c);
-    my $deadline = time + 60;
-    while ($sel->count && time < $deadline) {
-        for my $s ($sel->can_read(1)) {
-            my $c = $by_fd{fileno $s};
-            my $n = sysread($s, my $buf, 65536);
-            if ($n) {
-                $c->{in} .= $buf;
-            } else {
-                $sel->remove($s);
-                close $s;
-            }
-        }
-    }
-    return map {
-        my ($head, $body) = split /\r\n\r\n/, $_->{in}, 2;
-        my ($st) = ($head // '') =~ m{^HTTP/1\.[01] (\d{3})};
-        { status => $st // 599, content => $body // '' }
-    } @c;
-}
 
 # ------------------------------------------------------------------ set-up
 

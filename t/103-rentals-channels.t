@@ -21,7 +21,7 @@ use strict;
 use warnings;
 
 use Test::More;
-use Test::Platform;
+use Test::Platform qw(wait_for field_of);
 use JSON::PP;
 use MIME::Base64 qw(decode_base64);
 use Digest::SHA qw(hmac_sha256_hex);
@@ -93,22 +93,6 @@ sub req {
 sub post { my ($p, $b, %o) = @_; req('POST', $p, $b, %o) }
 sub get  { my ($p, %o) = @_; req('GET', $p, undef, %o) }
 sub sql  { $t->psql(@_) }
-
-sub field_of {
-    my ($r) = @_;
-    my $d = body_of($r)->{error}{detail} // '';
-    return $d =~ /^field: (\S+)/ ? "$r->{status} $1" : "$r->{status} -";
-}
-
-sub wait_for {
-    my ($secs, $code) = @_;
-    my $deadline = time + $secs;
-    my $v;
-    until (($v = $code->()) || time > $deadline) {
-        sleep 0.1;
-    }
-    return $v;
-}
 
 sub mails_to {
     my ($address) = @_;

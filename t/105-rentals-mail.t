@@ -24,7 +24,7 @@ use strict;
 use warnings;
 
 use Test::More;
-use Test::Platform;
+use Test::Platform qw(wait_for);
 use JSON::PP;
 use MIME::Base64 qw(decode_base64);
 use POSIX qw(strftime);
@@ -83,16 +83,6 @@ sub req {
 sub post { my ($p, $b, %o) = @_; req('POST', $p, $b, %o) }
 sub get  { my ($p, %o) = @_; req('GET', $p, undef, %o) }
 sub sql  { $t->psql(@_) }
-
-sub wait_for {
-    my ($secs, $code) = @_;
-    my $deadline = time + $secs;
-    my $v;
-    until (($v = $code->()) || time > $deadline) {
-        sleep 0.2;
-    }
-    return $v;
-}
 
 # Every message received: {to, subject, text, received (unix time)}.
 sub mails {

@@ -23,7 +23,7 @@ use strict;
 use warnings;
 
 use Test::More;
-use Test::Platform;
+use Test::Platform qw(wait_for);
 use File::Copy qw(copy);
 use JSON::PP;
 use POSIX qw(strftime);
@@ -85,16 +85,6 @@ sub req {
 
 sub post { my ($p, $b, %o) = @_; req('POST', $p, $b, %o) }
 sub get  { my ($p, %o) = @_; req('GET', $p, undef, %o) }
-
-sub wait_for {
-    my ($secs, $code) = @_;
-    my $deadline = time + $secs;
-    my $v;
-    until (($v = $code->()) || time > $deadline) {
-        sleep 0.1;
-    }
-    return $v;
-}
 
 sub day { strftime('%Y-%m-%d', gmtime(time + $_[0] * 86400)) }
 

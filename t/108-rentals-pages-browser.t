@@ -15,7 +15,7 @@ use strict;
 use warnings;
 
 use Test::More;
-use Test::Platform;
+use Test::Platform qw(wait_for);
 use JSON::PP;
 
 my $CHROMIUM = $ENV{PLATFORM_CHROMIUM} || '/usr/bin/chromium';
@@ -108,16 +108,6 @@ sub req {
 }
 
 sub day { $t->psql("SELECT current_date + $_[0]") }
-
-sub wait_for {
-    my ($secs, $code) = @_;
-    my $deadline = time + $secs;
-    my $v;
-    until (($v = $code->()) || time > $deadline) {
-        select(undef, undef, undef, 0.2);
-    }
-    return $v;
-}
 
 my $ann = $t->sign_in('ann@example.org');
 is(req('POST', '/api/rentals/signup', { email => 'ann@example.org',

@@ -17,7 +17,7 @@ use lib "$FindBin::Bin/lib";
 
 use JSON::PP;
 use Test::More;
-use Test::Platform;
+use Test::Platform qw(field_of);
 use LiftTest qw(staff_session make_org now_ms);
 
 my $t = Test::Platform->new;
@@ -57,12 +57,6 @@ sub req {
     return $t->req($method, $path, headers => \%h,
                    defined $body ? (body => ref $body ? $json->encode($body)
                                                       : $body) : ());
-}
-
-sub field_of {
-    my ($r) = @_;
-    my $d = body_of($r)->{error}{detail} // '';
-    return $d =~ /^field: (\S+)/ ? "$r->{status} $1" : "$r->{status} -";
 }
 
 # ------------------------------------------------------------------ registry

@@ -36,7 +36,7 @@ use warnings;
 use utf8;
 
 use Test::More;
-use Test::Platform;
+use Test::Platform qw(wait_for);
 use JSON::PP;
 
 my $CHROMIUM = $ENV{PLATFORM_CHROMIUM} || '/usr/bin/chromium';
@@ -192,17 +192,6 @@ sub flow {
 }
 
 sub failures { [grep { / [45]\d\d$/ } @{$_[0] || []}] }
-
-# Waits until CODE returns true (at most SECS seconds).
-sub wait_for {
-    my ($secs, $code) = @_;
-    my $deadline = time + $secs;
-    until ($code->()) {
-        return 0 if time > $deadline;
-        select(undef, undef, undef, 0.1);
-    }
-    return 1;
-}
 
 my $title = 'RustFest Hackathon';
 

@@ -12,7 +12,7 @@ use strict;
 use warnings;
 
 use Test::More;
-use Test::Platform;
+use Test::Platform qw(field_of);
 use JSON::PP;
 
 my $t = Test::Platform->new;
@@ -58,13 +58,6 @@ sub req {
 
 sub post { my ($p, $b, %o) = @_; req('POST', $p, $b, %o) }
 sub get  { my ($p, %o) = @_; req('GET', $p, undef, %o) }
-
-# Status and error detail ("field: x") of a failed request.
-sub field_of {
-    my ($r) = @_;
-    my $d = body_of($r)->{error}{detail} // '';
-    return $d =~ /^field: (\S+)/ ? "$r->{status} $1" : "$r->{status} -";
-}
 
 # ------------------------------------------------------------------ orgs
 

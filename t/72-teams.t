@@ -20,7 +20,7 @@ use Encode qw(decode encode);
 use JSON::PP;
 use MIME::Base64 qw(decode_base64);
 use Test::More;
-use Test::Platform;
+use Test::Platform qw(field_of);
 
 plan(skip_all => 'python3-aiosmtpd not installed (make deps installs it)')
     unless -d '/usr/lib/python3/dist-packages/aiosmtpd';
@@ -77,13 +77,6 @@ sub req {
 sub post { my ($p, $b, %o) = @_; req('POST', $p, $b, %o) }
 sub put  { my ($p, $b, %o) = @_; req('PUT', $p, $b, %o) }
 sub get  { my ($p, %o) = @_; req('GET', $p, undef, %o) }
-
-# "status field" of a failed request ("400 title"), "status -" without one.
-sub field_of {
-    my ($r) = @_;
-    my $d = body_of($r)->{error}{detail} // '';
-    return $d =~ /^field: (\S+)/ ? "$r->{status} $1" : "$r->{status} -";
-}
 
 sub parse_mail {
     my ($raw) = @_;

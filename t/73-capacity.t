@@ -49,6 +49,8 @@ my $json = JSON::PP->new->canonical;
 
 sub body_of { $t->json($_[0]) || {} }
 
+sub concurrent_posts { $t->concurrent_posts(@_) }
+
 sub req {
     my ($method, $path, $body, %o) = @_;
     my %h;
@@ -71,48 +73,6 @@ sub register {
                 { ticket_type_id => $tt, email => $email, name => 'P',
                   accept_terms => JSON::PP::true(),
                   gdpr_consent => JSON::PP::true() }, %o);
-}
-
-# POSTs each body on a connection of its own, all written before any
-# answer is read (as in t/71-registration.t).  Returns [{status, head,
-# content}] in the order of the bodies.
-sub concurrent_posts {
-    my ($path, @bodies) = @_;
-    my (@c, %by_fd);
-    for my $i (0 .. $#bodies) {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-                                      Proto => 'tcp', Timeout => 5)
-            or die "connect: $!\n";
-        my $req = "POST $path HTTP/1.1\r\nHost: 127.0.0.1:$port\r\n"
-                  . "Content-Type: application/json\r\n"
-                  . 'Content-Length: ' . length($bodies[$i]) . "\r\n"
-                  . "Connection: close\r\n\r\n$bodies[$i]";
-        push @c, { sock => $s, out => $req, in => '' };
-        $by_fd{fileno $s} = $c[-1];
-    }
-    for my $c (@c) {
-        my $n = syswrite($c->{sock}, $c->{out});
-        die "write: $!\n" unless defined $n && $n == length $c->{out};
-    }
-    my $sel = IO::Select->new(map { $_->{sock} } @c);
-    my $deadline = time + 30;
-    while ($sel->count && time < $deadline) {
-        for my $s ($sel->can_read(1)) {
-            my $c = $by_fd{fileno $s};
-            my $n = sysread($s, my $buf, 65536);
-            if ($n) {
-                $c->{in} .= $buf;
-            } else {
-                $sel->remove($s);
-                close $s;
-            }
-        }
-    }
-    return map {
-        my ($head, $body) = split /\r\n\r\n/, $_->{in}, 2;
-        my ($st) = ($head // '') =~ m{^HTTP/1\.[01] (\d{3})};
-        { status => $st // 599, head => $head // '', content => $body // '' }
-    } @c;
 }
 
 # ------------------------------------------------------------------ set-up

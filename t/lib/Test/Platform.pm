@@ -65,6 +65,14 @@ package Test::Platform;
 #   pg_stop, pg_start       own cluster only
 #   worker_pids, nginx_pid, error_log, testdir, port, port2, dbname,
 #   conninfo, pghost, pgport, root, ignore_log(qr//)
+#   concurrent_posts(PATH, BODIES)  all on connections of their own at once
+#
+# Functions (use Test::Platform qw(...)):
+#   wait_for(SECS, CODE [, NAP])   CODE's first true value, or its last
+#   field_of(RESPONSE)             "400 name" from a "field: name" error
+#   confirm_token(TEXT)            the token of a /confirm.html#token= link
+#
+# The SMTP sink also has mails_to(ADDRESS) and wait_mail(ADDRESS, RE, SECS).
 #
 # On stop() and at exit nginx is stopped and checked: any [alert], [emerg],
 # crashed worker ("exited on signal"), sanitizer report, a master that did
@@ -90,6 +98,9 @@ use Test::More ();
 use Time::HiRes qw(time sleep);
 
 our $VERSION = '0.01';
+
+use Exporter qw(import);
+our @EXPORT_OK = qw(wait_for field_of confirm_token);
 
 my @INSTANCES;
 my $SEQ = 0;
@@ -1054,6 +1065,83 @@ sub sign_in {
     return scalar $self->session_cookie($r);
 }
 
+# ---------------------------------------------------------------- helpers
+
+# Calls CODE until it returns true or SECS have passed; returns its last
+# value.
+sub wait_for {
+    my ($secs, $code, $nap) = @_;
+    my $deadline = time + $secs;
+    my $v;
+    until (($v = $code->()) || time > $deadline) {
+        sleep $nap // 0.1;
+    }
+    return $v;
+}
+
+# "status field" of a failed request whose error detail is "field: x"
+# ("400 title"), "status -" without one.
+sub field_of {
+    my ($r) = @_;
+    require JSON::PP;
+    my $b = eval { JSON::PP->new->utf8->decode($r->{content}) } || {};
+    my $d = ref $b eq 'HASH' && ref $b->{error} eq 'HASH'
+            ? $b->{error}{detail} // '' : '';
+    return $d =~ /^field: (\S+)/ ? "$r->{status} $1" : "$r->{status} -";
+}
+
+# The token of the confirmation link in TEXT (a mail or a link).
+sub confirm_token {
+    my ($text) = @_;
+    my ($tok) = ($text // '') =~ m{/confirm\.html#token=([A-Za-z0-9_-]{43})};
+    return $tok;
+}
+
+# POSTs each JSON body on a connection of its own, every request written
+# before any answer is read (non-blocking sockets in one process: forking
+# hundreds of clients takes longer than the test), bounded by 60 s.
+# Returns [{status, head, content}] in the order of the bodies.
+sub concurrent_posts {
+    my ($self, $path, @bodies) = @_;
+    my $port = $self->{port};
+    my (@c, %by_fd);
+    for my $body (@bodies) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                      Proto => 'tcp', Timeout => 5)
+            or die "connect: $!\n";
+        my $req = "POST $path HTTP/1.1\r\nHost: 127.0.0.1:$port\r\n"
+                  . "Content-Type: application/json\r\n"
+                  . 'Content-Length: ' . length($body) . "\r\n"
+                  . "Connection: close\r\n\r\n$body";
+        push @c, { sock => $s, out => $req, in => '' };
+        $by_fd{fileno $s} = $c[-1];
+    }
+    for my $c (@c) {                      # small requests: one write each
+        my $n = syswrite($c->{sock}, $c->{out});
+        die "write: $!\n" unless defined $n && $n == length $c->{out};
+    }
+    require IO::Select;
+    my $sel = IO::Select->new(map { $_->{sock} } @c);
+    my $deadline = time + 60;
+    while ($sel->count && time < $deadline) {
+        for my $s ($sel->can_read(1)) {
+            my $c = $by_fd{fileno $s};
+            my $n = sysread($s, my $buf, 65536);
+            if ($n) {
+                $c->{in} .= $buf;
+            } else {
+                $sel->remove($s);
+                close $s;
+            }
+        }
+    }
+    return map {
+        my ($head, $body) = split /\r\n\r\n/, $_->{in}, 2;
+        my ($st) = ($head // '') =~ m{^HTTP/1\.[01] (\d{3})};
+        { status => $st // 599, head => $head // '', content => $body // '' }
+    } @c;
+}
+
 package Test::Platform::Sink;
 
 use File::Temp ();
@@ -1208,6 +1296,37 @@ sub _control {
 
 sub reply  { $_[0]->_control('.reply', $_[1]) }
 sub status { $_[0]->_control('.status', $_[1]) }
+
+# smtp_sink: the mails received for ADDRESS as [{subject, text}], text the
+# base64 parts decoded (the runner sends base64, see sql/004_jobs.sql).
+sub mails_to {
+    my ($self, $address) = @_;
+    require MIME::Base64;
+    my @out;
+    for my $msg ($self->messages) {
+        next unless $msg =~ /^To: \Q$address\E\r$/mi;
+        my ($subject) = $msg =~ /^Subject: (.*?)\r$/m;
+        my $text = '';
+        while ($msg =~ /\r\n\r\n([A-Za-z0-9+\/=\r\n]{40,}?)(?:\r\n--|\z)/g) {
+            $text .= MIME::Base64::decode_base64($1) . "\n";
+        }
+        push @out, { subject => $subject, text => $text };
+    }
+    return @out;
+}
+
+# smtp_sink: the first mail to ADDRESS whose subject matches RE, waiting
+# up to SECS (20) for it.
+sub wait_mail {
+    my ($self, $address, $subject_re, $secs) = @_;
+    my $m;
+    Test::Platform::wait_for($secs // 20, sub {
+        ($m) = grep { ($_->{subject} // '') =~ $subject_re }
+               $self->mails_to($address);
+        $m;
+    });
+    return $m;
+}
 
 # stripe_server
 sub url { "http://127.0.0.1:$_[0]{port}" }
