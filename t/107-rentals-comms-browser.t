@@ -10,22 +10,13 @@ use strict;
 use warnings;
 
 use Test::More;
-use Test::Platform;
+use Test::Platform qw(browser_dir);
 use JSON::PP;
-
-my $CHROMIUM = $ENV{PLATFORM_CHROMIUM} || '/usr/bin/chromium';
-plan(skip_all => "$CHROMIUM not installed (make deps installs it)")
-    unless -x $CHROMIUM;
 
 my $t = Test::Platform->new;
 my $root = $t->root;
-my $dir = "$root/t/browser";
+my $dir = browser_dir();
 my $tdir = $t->testdir;
-
-unless (-d "$dir/node_modules/playwright-core") {
-    my $out = `cd '$dir' && npm ci --no-audit --no-fund 2>&1`;
-    die "npm ci in t/browser failed:\n$out" if $?;
-}
 
 $t->key_file;
 

@@ -8,22 +8,10 @@ use strict;
 use warnings;
 
 use Test::More;
-use Test::Platform;
-
-my $CHROMIUM = $ENV{PLATFORM_CHROMIUM} || '/usr/bin/chromium';
-
-plan(skip_all => "$CHROMIUM not installed (make deps installs it)")
-    unless -x $CHROMIUM;
+use Test::Platform qw(browser_dir);
 
 my $t = Test::Platform->new;
-my $dir = $t->root . '/t/browser';
-
-# playwright-core comes from t/browser/package-lock.json; `make deps`
-# installs it, but a checkout without it still runs this test.
-unless (-d "$dir/node_modules/playwright-core") {
-    my $out = `cd '$dir' && npm ci --no-audit --no-fund 2>&1`;
-    die "npm ci in t/browser failed:\n$out" if $?;
-}
+my $dir = browser_dir();
 
 $t->http_conf(<<'EOF');
     platform_pg main { server "%%CONNINFO%%"; pool_size 2; }

@@ -36,25 +36,15 @@ use warnings;
 use utf8;
 
 use Test::More;
-use Test::Platform qw(wait_for);
+use Test::Platform qw(wait_for browser_dir);
 use JSON::PP;
-
-my $CHROMIUM = $ENV{PLATFORM_CHROMIUM} || '/usr/bin/chromium';
-
-plan(skip_all => "$CHROMIUM not installed (make deps installs it)")
-    unless -x $CHROMIUM;
 
 binmode(Test::More->builder->$_, ':utf8') for qw(output failure_output todo_output);
 
 my $t = Test::Platform->new;
 my $root = $t->root;
-my $dir = "$root/t/browser";
+my $dir = browser_dir();
 my $tdir = $t->testdir;
-
-unless (-d "$dir/node_modules/playwright-core") {
-    my $out = `cd '$dir' && npm ci --no-audit --no-fund 2>&1`;
-    die "npm ci in t/browser failed:\n$out" if $?;
-}
 
 $t->key_file;    # session.key in the test directory
 

@@ -11,18 +11,12 @@ use warnings;
 
 use JSON::PP;
 use Test::More;
-use Test::Platform;
+use Test::Platform qw(browser_dir);
 use Test::Platform::HLS qw(hls_setup ffmpeg_push wait_until slurp);
 
-my $CHROMIUM = $ENV{PLATFORM_CHROMIUM} || '/usr/bin/chromium';
 my $t = Test::Platform->new;
 my $root = $t->root;
-my $dir = "$root/t/browser";
-
-plan skip_all => "$CHROMIUM not installed (make deps installs it)"
-    unless -x $CHROMIUM;
-plan skip_all => 'no playwright-core (make deps runs npm ci in t/browser)'
-    unless -d "$dir/node_modules/playwright-core";
+my $dir = browser_dir();
 plan skip_all => 'no html/vendor/hls.min.mjs (make copies it from npm)'
     unless -f "$root/html/vendor/hls.min.mjs";
 plan skip_all => 'ffmpeg is needed'

@@ -71,6 +71,7 @@ package Test::Platform;
 #   wait_for(SECS, CODE [, NAP])   CODE's first true value, or its last
 #   field_of(RESPONSE)             "400 name" from a "field: name" error
 #   confirm_token(TEXT)            the token of a /confirm.html#token= link
+#   browser_dir()                  t/browser, ready; skips without Chromium
 #
 # The SMTP sink also has mails_to(ADDRESS) and wait_mail(ADDRESS, RE, SECS).
 #
@@ -100,7 +101,7 @@ use Time::HiRes qw(time sleep);
 our $VERSION = '0.01';
 
 use Exporter qw(import);
-our @EXPORT_OK = qw(wait_for field_of confirm_token);
+our @EXPORT_OK = qw(wait_for field_of confirm_token browser_dir);
 
 my @INSTANCES;
 my $SEQ = 0;
@@ -1095,6 +1096,26 @@ sub confirm_token {
     my ($text) = @_;
     my ($tok) = ($text // '') =~ m{/confirm\.html#token=([A-Za-z0-9_-]{43})};
     return $tok;
+}
+
+# For the headless-Chromium tests: skips the whole file when Chromium is
+# not installed, installs t/browser's npm packages (playwright-core, from
+# its package-lock.json) when a checkout lacks them although `make deps`
+# installs them, and returns t/browser's path.
+sub browser_dir {
+    my $chromium = $ENV{PLATFORM_CHROMIUM} || '/usr/bin/chromium';
+    Test::More::plan(skip_all => "$chromium not installed "
+                                 . '(make deps installs it)')
+        unless -x $chromium;
+
+    my $dir = ($ENV{PLATFORM_ROOT}
+               || abs_path(dirname(abs_path(__FILE__)) . '/../../..'))
+              . '/t/browser';
+    unless (-d "$dir/node_modules/playwright-core") {
+        my $out = `cd '$dir' && npm ci --no-audit --no-fund 2>&1`;
+        die "npm ci in t/browser failed:\n$out" if $?;
+    }
+    return $dir;
 }
 
 # POSTs each JSON body on a connection of its own, every request written
