@@ -66,6 +66,25 @@ ngx_int_t ngx_platform_session_origin(ngx_http_request_t *r);
 ngx_int_t ngx_platform_signature_check(ngx_http_request_t *r,
     ngx_str_t *body);
 
+/* a Stripe-format signature header, "t=<digits>,v1=<hex>[,v1=...]" */
+#define NGX_PLATFORM_SIGNATURE_MAX  8     /* v1 items kept, at most */
+
+typedef struct {
+    ngx_str_t                    time;
+    ngx_uint_t                   n;
+    u_char                       v1[NGX_PLATFORM_SIGNATURE_MAX][32];
+} ngx_platform_signature_t;
+
+/* the header NAME: NGX_OK; NGX_DECLINED: absent; NGX_ERROR: garbled */
+ngx_int_t ngx_platform_signature_parse(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_platform_signature_t *sig);
+/* NGX_OK: a v1 is HMAC-SHA-256 of "<t>.<body>" under SECRET */
+ngx_int_t ngx_platform_signature_match(ngx_platform_signature_t *sig,
+    ngx_str_t *secret, ngx_str_t *body);
+/* NGX_OK: t is within TOLERANCE seconds of our clock (0: any t) */
+ngx_int_t ngx_platform_signature_fresh(ngx_platform_signature_t *sig,
+    time_t tolerance);
+
 /* sealed secrets (ngx_platform_seal.c): platform_seal and
  * platform_webhook_sealed_signature, NGX_DECLINED lets the query run,
  * NGX_AGAIN: ngx_platform_query_continue() follows */

@@ -59,8 +59,7 @@ typedef struct {
     ngx_http_request_t          *request;
     ngx_platform_pg_query_t      query;
     ngx_str_t                   *body;
-    ngx_str_t                    ts;
-    u_char                       sig[crypto_auth_hmacsha256_BYTES];
+    ngx_platform_signature_t     sig;
     unsigned                     running:1;
 } ngx_platform_seal_ctx_t;
 
@@ -155,11 +154,10 @@ ngx_module_t  ngx_platform_seal_module = {
 ngx_int_t
 ngx_platform_seal_request(ngx_http_request_t *r, ngx_str_t *body)
 {
-    u_char                        *p, *last, *item, *end, *eq;
+    u_char                        *p;
+    ngx_int_t                      rc;
     ngx_str_t                      val;
     ngx_uint_t                     i, n;
-    ngx_table_elt_t               *h;
-    ngx_list_part_t               *part;
     ngx_pool_cleanup_t            *cln;
     ngx_platform_seal_ctx_t       *ctx;
     ngx_platform_pg_query_t       *q;
@@ -184,92 +182,16 @@ ngx_platform_seal_request(ngx_http_request_t *r, ngx_str_t *body)
 
     /* the header first: a request without one costs no query */
 
-    h = NULL;
-    part = &r->headers_in.headers.part;
+    rc = ngx_platform_signature_parse(r, &slcf->header, &ctx->sig);
 
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            i = 0;
-        }
-
-        if (((ngx_table_elt_t *) part->elts)[i].key.len == slcf->header.len
-            && ngx_strncasecmp(((ngx_table_elt_t *) part->elts)[i].key.data,
-                               slcf->header.data, slcf->header.len)
-               == 0)
-        {
-            h = &((ngx_table_elt_t *) part->elts)[i];
-            break;
-        }
-    }
-
-    if (h == NULL) {
+    if (rc == NGX_DECLINED) {
         return ngx_platform_seal_refuse(r, "no signature header",
                    "The webhook signature header is missing.");
     }
 
-    n = 0;
-    p = h->value.data;
-    last = p + h->value.len;
-
-    while (p < last) {
-        end = ngx_strlchr(p, last, ',');
-        if (end == NULL) {
-            end = last;
-        }
-
-        for (item = p; item < end && *item == ' '; item++) { /* void */ }
-
-        p = end + 1;
-
-        while (end > item && end[-1] == ' ') {
-            end--;
-        }
-
-        eq = ngx_strlchr(item, end, '=');
-
-        if (eq == NULL) {
-            goto garbled;
-        }
-
-        if (eq - item == 1 && *item == 't') {
-            if (ctx->ts.data || end - eq - 1 < 1 || end - eq - 1 > 12) {
-                goto garbled;
-            }
-
-            ctx->ts.data = eq + 1;
-            ctx->ts.len = end - eq - 1;
-
-            for (item = ctx->ts.data; item < end; item++) {
-                if (*item < '0' || *item > '9') {
-                    goto garbled;
-                }
-            }
-
-            continue;
-        }
-
-        if (eq - item == 2 && item[0] == 'v' && item[1] == '1') {
-            if (n || end - eq - 1 != 2 * crypto_auth_hmacsha256_BYTES
-                || sodium_hex2bin(ctx->sig, crypto_auth_hmacsha256_BYTES,
-                                  (char *) eq + 1, end - eq - 1, NULL, NULL,
-                                  NULL)
-                   != 0)
-            {
-                goto garbled;
-            }
-
-            n = 1;
-        }
-    }
-
-    if (ctx->ts.data == NULL || n == 0) {
-        goto garbled;
+    if (rc != NGX_OK) {
+        return ngx_platform_seal_refuse(r, "garbled signature header",
+                   "The webhook signature header is not valid.");
     }
 
     /* the sealed secret, through the location's pool */
@@ -330,10 +252,6 @@ ngx_platform_seal_request(ngx_http_request_t *r, ngx_str_t *body)
                                    : NGX_HTTP_SERVICE_UNAVAILABLE,
                                    "unavailable", NULL);
 
-garbled:
-
-    return ngx_platform_seal_refuse(r, "garbled signature header",
-               "The webhook signature header is not valid.");
 }
 
 
@@ -381,12 +299,10 @@ ngx_platform_seal_lookup_done(ngx_platform_pg_query_t *q)
 static ngx_int_t
 ngx_platform_seal_verify(ngx_platform_seal_ctx_t *ctx, PGresult *res)
 {
-    time_t                          t;
+    ngx_int_t                       rc;
     ngx_str_t                       sealed, secret;
     ngx_http_request_t             *r;
-    crypto_auth_hmacsha256_state    st;
     ngx_platform_seal_loc_conf_t   *slcf;
-    u_char                          mac[crypto_auth_hmacsha256_BYTES];
 
     r = ctx->request;
     slcf = ngx_http_get_module_loc_conf(r, ngx_platform_seal_module);
@@ -410,31 +326,16 @@ ngx_platform_seal_verify(ngx_platform_seal_ctx_t *ctx, PGresult *res)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    crypto_auth_hmacsha256_init(&st, secret.data, secret.len);
-    crypto_auth_hmacsha256_update(&st, ctx->ts.data, ctx->ts.len);
-    crypto_auth_hmacsha256_update(&st, (u_char *) ".", 1);
+    rc = ngx_platform_signature_match(&ctx->sig, &secret, ctx->body);
 
-    if (ctx->body->len) {
-        crypto_auth_hmacsha256_update(&st, ctx->body->data, ctx->body->len);
-    }
-
-    crypto_auth_hmacsha256_final(&st, mac);
-
-    sodium_memzero(&st, sizeof(st));
     sodium_memzero(secret.data, secret.len);
 
-    if (sodium_memcmp(mac, ctx->sig, sizeof(mac)) != 0) {
+    if (rc != NGX_OK) {
         return ngx_platform_seal_refuse(r, "no signature matches",
                    "The webhook signature is not valid.");
     }
 
-    t = ngx_atotm(ctx->ts.data, ctx->ts.len);
-
-    if (slcf->tolerance
-        && (t == NGX_ERROR
-            || t < ngx_time() - slcf->tolerance
-            || t > ngx_time() + slcf->tolerance))
-    {
+    if (ngx_platform_signature_fresh(&ctx->sig, slcf->tolerance) != NGX_OK) {
         return ngx_platform_seal_refuse(r,
                    "the timestamp is outside the tolerance",
                    "The webhook signature is too old (or from the future).");

@@ -23,10 +23,6 @@
 #include <sodium.h>
 
 
-/* the v1 signatures of one header that are compared, at most */
-#define NGX_PLATFORM_SIGNATURE_MAX  8
-
-
 typedef struct {
     ngx_array_t                 *secrets;     /* ngx_str_t; NULL: off */
     time_t                       tolerance;   /* 0: not checked */
@@ -43,8 +39,6 @@ typedef struct {
 
 static ngx_int_t ngx_platform_signature_refuse(ngx_http_request_t *r,
     const char *reason, const char *message);
-static ngx_table_elt_t *ngx_platform_signature_header(ngx_http_request_t *r,
-    ngx_str_t *name);
 static ngx_int_t ngx_platform_signature_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_platform_signature_add_variables(ngx_conf_t *cf);
@@ -118,17 +112,12 @@ static ngx_http_variable_t  ngx_platform_signature_vars[] = {
 ngx_int_t
 ngx_platform_signature_check(ngx_http_request_t *r, ngx_str_t *body)
 {
-    u_char                              *p, *last, *item, *end, *eq;
-    time_t                               t;
-    ngx_str_t                            ts, *secret;
-    ngx_uint_t                           i, k, n;
-    ngx_table_elt_t                     *h;
+    ngx_int_t                            rc;
+    ngx_str_t                           *secret;
+    ngx_uint_t                           i;
+    ngx_platform_signature_t             sig;
     ngx_platform_signature_ctx_t        *ctx;
     ngx_platform_signature_loc_conf_t   *slcf;
-    crypto_auth_hmacsha256_state         st;
-    u_char                               mac[crypto_auth_hmacsha256_BYTES];
-    u_char                               sig[NGX_PLATFORM_SIGNATURE_MAX]
-                                            [crypto_auth_hmacsha256_BYTES];
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_platform_signature_module);
 
@@ -136,20 +125,108 @@ ngx_platform_signature_check(ngx_http_request_t *r, ngx_str_t *body)
         return NGX_DECLINED;
     }
 
-    h = ngx_platform_signature_header(r, &slcf->header);
+    rc = ngx_platform_signature_parse(r, &slcf->header, &sig);
 
-    if (h == NULL) {
+    if (rc == NGX_DECLINED) {
         return ngx_platform_signature_refuse(r, "no signature header",
                    "The webhook signature header is missing.");
     }
 
-    /* t=<digits>,v1=<64 hex digits>,...: items in any order */
+    if (rc != NGX_OK) {
+        return ngx_platform_signature_refuse(r, "garbled signature header",
+                   "The webhook signature header is not valid.");
+    }
 
-    ngx_str_null(&ts);
-    n = 0;
+    /* under each secret: two while a secret is rolled */
 
-    p = h->value.data;
-    last = p + h->value.len;
+    secret = slcf->secrets->elts;
+
+    for (i = 0; i < slcf->secrets->nelts; i++) {
+        if (ngx_platform_signature_match(&sig, &secret[i], body) == NGX_OK) {
+            break;
+        }
+    }
+
+    if (i == slcf->secrets->nelts) {
+        return ngx_platform_signature_refuse(r, "no signature matches",
+                   "The webhook signature is not valid.");
+    }
+
+    if (ngx_platform_signature_fresh(&sig, slcf->tolerance) != NGX_OK) {
+        return ngx_platform_signature_refuse(r,
+                   "the timestamp is outside the tolerance",
+                   "The webhook signature is too old (or from the future).");
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_platform_signature_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->time = sig.time;
+
+    ngx_http_set_ctx(r, ctx, ngx_platform_signature_module);
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_platform_signature_refuse(ngx_http_request_t *r, const char *reason,
+    const char *message)
+{
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "platform_webhook_signature: request refused: %s", reason);
+
+    return ngx_platform_send_error(r, NGX_HTTP_BAD_REQUEST, "signature",
+                                   message);
+}
+
+
+/*
+ * The header NAME as Stripe writes it: t=<unix time>,v1=<hex>[,v1=<hex>],
+ * items in any order, spaces around them ignored, other schemes (v0) and
+ * v1 values that are not 32 bytes in hex skipped (they could not match).
+ * Garbled: an item without "=", no t or two, a t that is not 1-12 digits,
+ * no usable v1.
+ */
+
+ngx_int_t
+ngx_platform_signature_parse(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_platform_signature_t *sig)
+{
+    u_char           *p, *last, *item, *end, *eq;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NGX_DECLINED;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == name->len
+            && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
+        {
+            break;
+        }
+    }
+
+    ngx_str_null(&sig->time);
+    sig->n = 0;
+
+    p = h[i].value.data;
+    last = p + h[i].value.len;
 
     while (p < last) {
         end = ngx_strlchr(p, last, ',');
@@ -168,147 +245,97 @@ ngx_platform_signature_check(ngx_http_request_t *r, ngx_str_t *body)
         eq = ngx_strlchr(item, end, '=');
 
         if (eq == NULL) {
-            goto garbled;
+            return NGX_ERROR;
         }
 
         if (eq - item == 1 && *item == 't') {
-            if (ts.data || end - eq - 1 < 1 || end - eq - 1 > 12) {
-                goto garbled;
+            if (sig->time.data || end - eq - 1 < 1 || end - eq - 1 > 12) {
+                return NGX_ERROR;
             }
 
-            ts.data = eq + 1;
-            ts.len = end - eq - 1;
+            sig->time.data = eq + 1;
+            sig->time.len = end - eq - 1;
 
-            for (item = ts.data; item < end; item++) {
+            for (item = sig->time.data; item < end; item++) {
                 if (*item < '0' || *item > '9') {
-                    goto garbled;
+                    return NGX_ERROR;
                 }
             }
 
             continue;
         }
 
-        /* a v1 that is not 32 bytes in hex could not match */
-
         if (eq - item == 2 && item[0] == 'v' && item[1] == '1'
             && end - eq - 1 == 2 * crypto_auth_hmacsha256_BYTES
-            && n < NGX_PLATFORM_SIGNATURE_MAX
-            && sodium_hex2bin(sig[n], crypto_auth_hmacsha256_BYTES,
+            && sig->n < NGX_PLATFORM_SIGNATURE_MAX
+            && sodium_hex2bin(sig->v1[sig->n], crypto_auth_hmacsha256_BYTES,
                               (char *) eq + 1, end - eq - 1, NULL, NULL,
                               NULL)
                == 0)
         {
-            n++;
+            sig->n++;
         }
     }
 
-    if (ts.data == NULL || n == 0) {
-        goto garbled;
+    if (sig->time.data == NULL || sig->n == 0) {
+        return NGX_ERROR;
     }
 
-    /* HMAC-SHA256 of "<t>.<body>" under each secret, against each v1 */
+    return NGX_OK;
+}
 
-    secret = slcf->secrets->elts;
 
-    for (i = 0; i < slcf->secrets->nelts; i++) {
-        crypto_auth_hmacsha256_init(&st, secret[i].data, secret[i].len);
-        crypto_auth_hmacsha256_update(&st, ts.data, ts.len);
-        crypto_auth_hmacsha256_update(&st, (u_char *) ".", 1);
+ngx_int_t
+ngx_platform_signature_match(ngx_platform_signature_t *sig,
+    ngx_str_t *secret, ngx_str_t *body)
+{
+    ngx_int_t                     rc;
+    ngx_uint_t                    k;
+    crypto_auth_hmacsha256_state  st;
+    u_char                        mac[crypto_auth_hmacsha256_BYTES];
 
-        if (body->len) {
-            crypto_auth_hmacsha256_update(&st, body->data, body->len);
-        }
+    crypto_auth_hmacsha256_init(&st, secret->data, secret->len);
+    crypto_auth_hmacsha256_update(&st, sig->time.data, sig->time.len);
+    crypto_auth_hmacsha256_update(&st, (u_char *) ".", 1);
 
-        crypto_auth_hmacsha256_final(&st, mac);
-
-        for (k = 0; k < n; k++) {
-            if (sodium_memcmp(mac, sig[k], crypto_auth_hmacsha256_BYTES)
-                == 0)
-            {
-                goto matched;
-            }
-        }
+    if (body->len) {
+        crypto_auth_hmacsha256_update(&st, body->data, body->len);
     }
 
+    crypto_auth_hmacsha256_final(&st, mac);
     sodium_memzero(&st, sizeof(st));
 
-    return ngx_platform_signature_refuse(r, "no signature matches",
-               "The webhook signature is not valid.");
+    rc = NGX_DECLINED;
 
-matched:
+    for (k = 0; k < sig->n; k++) {
+        if (sodium_memcmp(mac, sig->v1[k], sizeof(mac)) == 0) {
+            rc = NGX_OK;
+        }
+    }
 
-    sodium_memzero(&st, sizeof(st));
+    return rc;
+}
 
-    t = ngx_atotm(ts.data, ts.len);
 
-    if (slcf->tolerance
-        && (t == NGX_ERROR
-            || t < ngx_time() - slcf->tolerance
-            || t > ngx_time() + slcf->tolerance))
+ngx_int_t
+ngx_platform_signature_fresh(ngx_platform_signature_t *sig, time_t tolerance)
+{
+    time_t  t;
+
+    if (tolerance == 0) {
+        return NGX_OK;
+    }
+
+    t = ngx_atotm(sig->time.data, sig->time.len);
+
+    if (t == NGX_ERROR
+        || t < ngx_time() - tolerance
+        || t > ngx_time() + tolerance)
     {
-        return ngx_platform_signature_refuse(r,
-                   "the timestamp is outside the tolerance",
-                   "The webhook signature is too old (or from the future).");
+        return NGX_DECLINED;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_platform_signature_ctx_t));
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->time = ts;
-
-    ngx_http_set_ctx(r, ctx, ngx_platform_signature_module);
-
-    return NGX_DECLINED;
-
-garbled:
-
-    return ngx_platform_signature_refuse(r, "garbled signature header",
-               "The webhook signature header is not valid.");
-}
-
-
-static ngx_int_t
-ngx_platform_signature_refuse(ngx_http_request_t *r, const char *reason,
-    const char *message)
-{
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "platform_webhook_signature: request refused: %s", reason);
-
-    return ngx_platform_send_error(r, NGX_HTTP_BAD_REQUEST, "signature",
-                                   message);
-}
-
-
-static ngx_table_elt_t *
-ngx_platform_signature_header(ngx_http_request_t *r, ngx_str_t *name)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == name->len
-            && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
-        {
-            return &h[i];
-        }
-    }
+    return NGX_OK;
 }
 
 
