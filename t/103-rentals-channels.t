@@ -276,8 +276,16 @@ is($r->{status}, 404, 'a channel not connected: 404');
 $r = hook('nobody-here', 'airbnb', \%created);
 is($r->{status}, 404, 'an unknown business: 404');
 
-# create
-$r = hook('ann-stays', 'airbnb', \%created);
+# create; the valid v1 after another one, as during a secret roll
+{
+    my $ts = int(time);
+    my $body = $json->encode(\%created);
+    my $sig = hmac_sha256_hex("$ts.$body", $SECRET);
+    $r = $t->req('POST', '/api/channels/ann-stays/airbnb/webhook',
+                 headers => { 'X-Channel-Signature' =>
+                              "t=$ts,v1=" . ('0' x 64) . ",v1=$sig" },
+                 body => $body);
+}
 is($r->{status}, 200, 'created: 200');
 is(body_of($r)->{outcome}, 'created', 'outcome created');
 my $hm1 = body_of($r)->{booking_id};
