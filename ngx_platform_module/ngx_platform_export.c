@@ -123,12 +123,9 @@ ngx_module_t  ngx_platform_export_module = {
 static ngx_int_t
 ngx_platform_export_handler(ngx_http_request_t *r)
 {
-    u_char                          *p;
     ngx_int_t                        rc;
-    ngx_str_t                        val;
-    ngx_uint_t                       i, n;
+    ngx_uint_t                       n;
     ngx_pool_cleanup_t              *cln;
-    ngx_http_complex_value_t        *cv;
     ngx_platform_export_ctx_t       *ctx;
     ngx_platform_export_loc_conf_t  *elcf;
 
@@ -152,7 +149,6 @@ ngx_platform_export_handler(ngx_http_request_t *r)
     ctx->request = r;
 
     n = elcf->args->nelts;
-    cv = elcf->args->elts;
 
     ctx->nargs = n;
     ctx->values = ngx_pcalloc(r->pool, (n + 3) * sizeof(char *));
@@ -160,28 +156,9 @@ ngx_platform_export_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    for (i = 0; i < n; i++) {
-        if (ngx_http_complex_value(r, &cv[i], &val) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (val.len == 0) {
-            continue;               /* NULL, as platform_query does */
-        }
-
-        if (ngx_strlchr(val.data, val.data + val.len, '\0')) {
-            return ngx_platform_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                           "invalid_parameter",
-                                           "a value contains a NUL byte");
-        }
-
-        p = ngx_pnalloc(r->pool, val.len + 1);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        *ngx_cpymem(p, val.data, val.len) = '\0';
-        ctx->values[i] = (char *) p;
+    rc = ngx_platform_query_values(r, elcf->args, ctx->values);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     ngx_sprintf(ctx->after, "0%Z");

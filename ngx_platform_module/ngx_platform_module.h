@@ -93,6 +93,11 @@ ngx_int_t ngx_platform_seal_open(ngx_pool_t *pool, ngx_str_t *sealed,
     ngx_str_t *out);
 ngx_int_t ngx_platform_seal_open_text(ngx_pool_t *pool, u_char **text,
     const char **error);
+/* a location's arguments (ngx_http_complex_value_t) as libpq parameter
+ * values: empty is NULL, a NUL byte is refused with 400 (NGX_OK or the
+ * status to finalize with) */
+ngx_int_t ngx_platform_query_values(ngx_http_request_t *r, ngx_array_t *args,
+    const char **values);
 /* platform_query: run the location's query now (NGX_DONE: it runs) */
 ngx_int_t ngx_platform_query_continue(ngx_http_request_t *r);
 ngx_platform_pg_upstream_t *ngx_platform_query_upstream(

@@ -372,12 +372,10 @@ ngx_platform_query_upstream(ngx_http_request_t *r)
 ngx_int_t
 ngx_platform_query_continue(ngx_http_request_t *r)
 {
-    u_char                         *p;
-    ngx_str_t                       val;
-    ngx_uint_t                      i, n;
+    ngx_int_t                       rc;
+    ngx_uint_t                      n;
     ngx_platform_pg_query_t        *q;
     ngx_platform_query_ctx_t       *ctx;
-    ngx_http_complex_value_t       *cv;
     ngx_platform_query_loc_conf_t  *qlcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_platform_query_module);
@@ -385,7 +383,6 @@ ngx_platform_query_continue(ngx_http_request_t *r)
 
     q = &ctx->query;
     n = ctx->call->args->nelts;
-    cv = ctx->call->args->elts;
 
     q->upstream = qlcf->upstream;
     q->statement = ctx->call->statement;
@@ -399,7 +396,31 @@ ngx_platform_query_continue(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    for (i = 0; i < n; i++) {
+    rc = ngx_platform_query_values(r, ctx->call->args, q->values);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_platform_pg_query(q) == NGX_AGAIN) {
+        return NGX_DONE;
+    }
+
+    return ngx_platform_query_respond(r, q);
+}
+
+
+ngx_int_t
+ngx_platform_query_values(ngx_http_request_t *r, ngx_array_t *args,
+    const char **values)
+{
+    u_char                    *p;
+    ngx_str_t                  val;
+    ngx_uint_t                 i;
+    ngx_http_complex_value_t  *cv;
+
+    cv = args->elts;
+
+    for (i = 0; i < args->nelts; i++) {
         if (ngx_http_complex_value(r, &cv[i], &val) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -407,6 +428,7 @@ ngx_platform_query_continue(ngx_http_request_t *r)
         /* an empty value is NULL: absent query arguments and headers */
 
         if (val.len == 0) {
+            values[i] = NULL;
             continue;
         }
 
@@ -422,14 +444,10 @@ ngx_platform_query_continue(ngx_http_request_t *r)
         }
 
         *ngx_cpymem(p, val.data, val.len) = '\0';
-        q->values[i] = (char *) p;
+        values[i] = (char *) p;
     }
 
-    if (ngx_platform_pg_query(q) == NGX_AGAIN) {
-        return NGX_DONE;
-    }
-
-    return ngx_platform_query_respond(r, q);
+    return NGX_OK;
 }
 
 

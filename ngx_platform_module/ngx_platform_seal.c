@@ -154,14 +154,11 @@ ngx_module_t  ngx_platform_seal_module = {
 ngx_int_t
 ngx_platform_seal_request(ngx_http_request_t *r, ngx_str_t *body)
 {
-    u_char                        *p;
     ngx_int_t                      rc;
-    ngx_str_t                      val;
-    ngx_uint_t                     i, n;
+    ngx_uint_t                     n;
     ngx_pool_cleanup_t            *cln;
     ngx_platform_seal_ctx_t       *ctx;
     ngx_platform_pg_query_t       *q;
-    ngx_http_complex_value_t      *cv;
     ngx_platform_seal_loc_conf_t  *slcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_platform_seal_module);
@@ -198,7 +195,6 @@ ngx_platform_seal_request(ngx_http_request_t *r, ngx_str_t *body)
 
     q = &ctx->query;
     n = slcf->args->nelts;
-    cv = slcf->args->elts;
 
     q->upstream = ngx_platform_query_upstream(r);
     q->statement = slcf->statement;
@@ -212,24 +208,9 @@ ngx_platform_seal_request(ngx_http_request_t *r, ngx_str_t *body)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    for (i = 0; i < n; i++) {
-        if (ngx_http_complex_value(r, &cv[i], &val) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (val.len == 0
-            || ngx_strlchr(val.data, val.data + val.len, '\0'))
-        {
-            continue;
-        }
-
-        p = ngx_pnalloc(r->pool, val.len + 1);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        *ngx_cpymem(p, val.data, val.len) = '\0';
-        q->values[i] = (char *) p;
+    rc = ngx_platform_query_values(r, slcf->args, q->values);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
